@@ -1,0 +1,59 @@
+# marketprism — the two set-up commands are `make demo` and `make test` (see README).
+# Everything runs on Debian's own python3 (3.11) and Debian's packages for the runtime
+# dependencies, in a venv that sees them (--system-site-packages): the same versions the
+# .deb depends on. Only what Debian 12 lacks (orjson) and test tools come from PyPI.
+
+PYTHON      ?= /usr/bin/python3
+VENV        ?= .venv
+PY          := $(VENV)/bin/python
+PIP         := $(PY) -m pip --disable-pip-version-check --quiet
+export DEBIAN_FRONTEND := noninteractive
+
+APT_RUNTIME := python3 python3-venv python3-dev python3-setuptools python3-wheel gcc libcap-dev \
+               python3-cffi python3-zmq python3-psutil python3-prometheus-client python3-prctl \
+               python3-sdnotify python3-aiohttp
+APT_TEST    :=
+PIP_RUNTIME := orjson
+PIP_TEST    := pytest hypothesis ruff
+PIP_BENCH   := faster-fifo
+
+.PHONY: all demo test lint bench clean distclean deps
+
+all: $(VENV)/.installed
+
+.stamp-apt:
+	apt-get update -qq
+	apt-get install -y -qq --no-install-recommends $(APT_RUNTIME) $(APT_TEST) >/dev/null
+	touch $@
+
+$(VENV)/.created: .stamp-apt
+	$(PYTHON) -m venv --system-site-packages $(VENV)
+	$(PIP) install $(PIP_RUNTIME) $(PIP_TEST)
+	touch $@
+
+# --no-build-isolation: build against Debian's cffi 1.15, the backend the .deb runs with.
+$(VENV)/.installed: $(VENV)/.created setup.py pyproject.toml $(wildcard native/*)
+	$(PIP) install --no-build-isolation --no-deps -e .
+	touch $@
+
+deps: $(VENV)/.installed
+
+demo: $(VENV)/.installed
+	$(PY) -m supervisor.demo
+
+test: $(VENV)/.installed
+	$(PY) -m ruff check shm supervisor tests bench native
+	$(PY) -m pytest -q
+
+bench: $(VENV)/.installed
+	$(PIP) install $(PIP_BENCH)
+	$(PY) bench/ring.py
+
+lint: $(VENV)/.installed
+	$(PY) -m ruff check shm supervisor tests bench native
+
+clean:
+	rm -rf build dist *.egg-info shm/_native*.so shm/_native.c .pytest_cache .ruff_cache
+
+distclean: clean
+	rm -rf $(VENV) .stamp-apt

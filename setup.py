@@ -1,0 +1,6 @@
+"""Build script: the cffi extension (out-of-line API mode) is generated from native/."""
+from setuptools import setup
+
+setup(
+    cffi_modules=["native/build_ring.py:ffibuilder"],
+)
