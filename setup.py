@@ -2,5 +2,8 @@
 from setuptools import setup
 
 setup(
-    cffi_modules=["native/build_ring.py:ffibuilder"],
+    cffi_modules=[
+        "native/build_ring.py:ffibuilder",
+        "native/build_kernels.py:ffibuilder",
+    ],
 )

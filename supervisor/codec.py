@@ -1,0 +1,266 @@
+"""Encodings of normalized events: binary for the ring, JSON for ZeroMQ and logs.
+
+Binary (ring record payload; the ring record's type id is the event :class:`Kind`).
+Little-endian, every field at its natural alignment::
+
+    0   int64  seq            venue sequence (see supervisor.events)
+    8   int64  ts_exchange    ns since the epoch, 0 if unknown
+    16  int64  ts_recv        ns since the epoch (wall clock)
+    24  int64  ts_recv_mono   ns, CLOCK_MONOTONIC
+    32  uint8  symbol_len
+    33  uint8[7] reserved (0)
+    40  symbol (ASCII), zero-padded to a multiple of 8
+    B   body, by kind (B = 40 + padded symbol length)
+
+Book bodies (BOOK_SNAPSHOT, BOOK_DELTA)::
+
+    B+0   int64  prev_seq       (BOOK_DELTA only; the snapshot body starts at "n_bids")
+    +0    uint32 n_bids
+    +4    uint32 n_asks
+    +8    int8   price_exp      value = mantissa * 10**exp, one exponent per column per record
+    +9    int8   size_exp
+    +10   uint8[6] reserved
+    +16   (n_bids + n_asks) x { int64 price_mantissa, int64 size_mantissa }, bids first,
+          best first on each side
+
+The mantissas are exact: the C kernel ``mp_decimal_rows`` turns the venue's decimal text into
+int64 at the largest scale the record needs, so no value passes through a binary float.
+
+Other kinds are a sequence of fields after ``B``: decimal = int64 mantissa + int8 exponent,
+int = int64, text = uint16 length + UTF-8. Field order is the NamedTuple's (see ``_FIELDS``).
+
+JSON (ZeroMQ, logs): one object per event, ``{"type": "book_delta", "instance": ..., <the
+NamedTuple's fields>}`` with decimals as the venue's strings (:func:`to_json`).
+"""
+
+from __future__ import annotations
+
+import struct
+from decimal import Decimal
+from typing import Any
+
+from supervisor import jsonlib
+from supervisor._kernels import ffi as _ffi
+from supervisor._kernels import lib as _C
+from supervisor.events import (  # noqa: F401 - KIND_OF re-exported for callers
+    KIND_OF,
+    TYPE_OF,
+    BookDelta,
+    BookSnapshot,
+    Event,
+    Kind,
+    Level,
+)
+
+HEADER = struct.Struct("<qqqqB7x")
+BOOK_COUNTS = struct.Struct("<IIbb6x")
+PREV_SEQ = struct.Struct("<q")
+MAX_SYMBOL = 64
+_ALIGN = 8
+
+_DEC = struct.Struct("<qb")
+_INT = struct.Struct("<q")
+_TXT = struct.Struct("<H")
+
+# Per-kind field types after the common header: "d" decimal, "i" int, "t" text.
+_FIELDS: dict[Kind, tuple[str, ...]] = {
+    Kind.TRADE: ("t", "t", "d", "d"),  # trade_id, side, price, size
+    Kind.FUNDING: ("d", "i", "d"),  # rate, next_funding_ts, mark_price ("" -> no value)
+    Kind.OPEN_INTEREST: ("d", "d"),
+    Kind.LIQUIDATION: ("t", "d", "d"),
+    Kind.LONG_SHORT_RATIO: ("d", "t"),
+    Kind.VOLATILITY_INDEX: ("d",),
+    Kind.GAP: ("t", "t"),
+}
+_NO_VALUE_EXP = -128  # decimal field left empty by the venue ("")
+
+KIND_NAMES = {kind: kind.name.lower() for kind in Kind}
+
+
+class CodecError(ValueError):
+    """An event cannot be encoded (e.g. a value beyond int64) or a record is malformed."""
+
+
+def _pad(n: int) -> int:
+    return (n + _ALIGN - 1) & ~(_ALIGN - 1)
+
+
+def format_decimal(mantissa: int, exp: int) -> str:
+    """Exact decimal text of ``mantissa * 10**exp`` (exp <= 0)."""
+    if exp >= 0:
+        return str(mantissa * 10**exp)
+    digits = str(abs(mantissa)).rjust(1 - exp, "0")
+    text = digits[:exp] + "." + digits[exp:]
+    return "-" + text if mantissa < 0 else text
+
+
+def parse_decimal(text: str) -> tuple[int, int]:
+    """(mantissa, exp) of one decimal string; the slow path for low-rate kinds."""
+    if "e" in text or "E" in text:
+        sign, digits, exp = Decimal(text).as_tuple()
+        m = int("".join(map(str, digits)) or "0")
+        if exp > 0:
+            m, exp = m * 10**exp, 0
+        return (-m if sign else m), int(exp)
+    ip, _, fp = text.partition(".")
+    digits = ip + fp
+    if not digits.lstrip("+-").isdigit():
+        raise CodecError(f"not a decimal: {text!r}")
+    return int(digits), -len(fp)
+
+
+class Encoder:
+    """Encodes events into one reusable buffer (no per-event allocation of the record).
+
+    ``encode`` returns a memoryview into the encoder's buffer, valid until the next call:
+    the ring write copies it once into shared memory. Not thread safe.
+    """
+
+    def __init__(self, max_record: int = 1 << 20) -> None:
+        self.buf = bytearray(max_record)
+        self._view = memoryview(self.buf)
+        self._cbuf = _ffi.from_buffer(self.buf)
+        self._symbols: dict[str, bytes] = {}
+
+    def _symbol(self, symbol: str) -> bytes:
+        """The symbol's bytes zero-padded to 8 (cached: symbols repeat)."""
+        raw = self._symbols.get(symbol)
+        if raw is None:
+            enc = symbol.encode("ascii")
+            if len(enc) > MAX_SYMBOL:
+                raise CodecError(f"symbol longer than {MAX_SYMBOL} bytes: {symbol!r}")
+            raw = self._symbols[symbol] = enc.ljust(_pad(len(enc)), b"\0")
+        return raw
+
+    def encode(self, event: Event) -> tuple[int, memoryview]:
+        """Return (ring type id, payload view) for ``event``."""
+        kind = KIND_OF[type(event)]
+        buf = self.buf
+        symbol = event.symbol
+        sym = self._symbol(symbol)
+        HEADER.pack_into(buf, 0, event.seq, event.ts_exchange, event.ts_recv,
+                         event.ts_recv_mono, len(symbol))
+        off = 40 + len(sym)
+        buf[40:off] = sym
+        if kind is Kind.BOOK_DELTA:
+            PREV_SEQ.pack_into(buf, off, event.prev_seq)
+            off = self._levels(event.bids, event.asks, off + 8)
+        elif kind is Kind.BOOK_SNAPSHOT:
+            off = self._levels(event.bids, event.asks, off)
+        else:
+            off = self._fields(kind, event, off)
+        return int(kind), self._view[:off]
+
+    def _levels(self, bids: list[Level], asks: list[Level], off: int) -> int:
+        nb, na = len(bids), len(asks)
+        if nb or na:
+            stride = len(bids[0]) if nb else len(asks[0])
+            # orjson's C encoder flattens the nested lists faster than a Python join;
+            # the kernel reads JSON punctuation as field separators.
+            text = jsonlib.dumps((bids, asks))
+        else:
+            stride, text = 2, b""
+        end = _C.mp_book_body_encode(text, len(text), stride, nb, na, self._cbuf, off,
+                                     len(self.buf))
+        if end < 0:
+            raise CodecError(f"levels are not encodable decimal rows (rc {end}): {text[:80]!r}")
+        return end
+
+    def _fields(self, kind: Kind, event: Event, off: int) -> int:
+        buf = self.buf
+        for ftype, value in zip(_FIELDS[kind], event[5:], strict=True):
+            if ftype == "d":
+                if value == "":
+                    _DEC.pack_into(buf, off, 0, _NO_VALUE_EXP)
+                else:
+                    m, e = parse_decimal(value)
+                    if not -(1 << 63) <= m < (1 << 63) or e < -127:
+                        raise CodecError(f"decimal out of range: {value!r}")
+                    _DEC.pack_into(buf, off, m, e)
+                off += 9
+            elif ftype == "i":
+                _INT.pack_into(buf, off, value)
+                off += 8
+            else:
+                raw = value.encode()
+                _TXT.pack_into(buf, off, len(raw))
+                buf[off + 2:off + 2 + len(raw)] = raw
+                off += 2 + len(raw)
+        return off
+
+
+class BookRecord:
+    """Zero-copy view of a book record: int64 mantissas without building level lists."""
+
+    __slots__ = ("symbol", "seq", "prev_seq", "ts_exchange", "ts_recv", "ts_recv_mono",
+                 "n_bids", "n_asks", "price_exp", "size_exp", "levels")
+
+    def __init__(self, kind: int, payload: Any) -> None:
+        mv = memoryview(payload)
+        (self.seq, self.ts_exchange, self.ts_recv, self.ts_recv_mono,
+         slen) = HEADER.unpack_from(mv, 0)
+        self.symbol = bytes(mv[40:40 + slen]).decode("ascii")
+        off = _pad(40 + slen)
+        if kind == Kind.BOOK_DELTA:
+            (self.prev_seq,) = PREV_SEQ.unpack_from(mv, off)
+            off += 8
+        else:
+            self.prev_seq = self.seq
+        self.n_bids, self.n_asks, self.price_exp, self.size_exp = BOOK_COUNTS.unpack_from(mv, off)
+        off += 16
+        rows = self.n_bids + self.n_asks
+        if off + 16 * rows > len(mv):
+            raise CodecError(f"truncated book record for {self.symbol}")
+        # Flat [p0, s0, p1, s1, ...]: bids first, then asks.
+        self.levels = mv[off:off + 16 * rows].cast("q")
+
+
+def decode(kind: int, payload: Any) -> Event:
+    """Rebuild the event from a ring record (decimals as exact strings)."""
+    kind = Kind(kind)
+    if kind in (Kind.BOOK_SNAPSHOT, Kind.BOOK_DELTA):
+        rec = BookRecord(kind, payload)
+        pe, se, lv = rec.price_exp, rec.size_exp, rec.levels
+        levels = [[format_decimal(lv[i], pe), format_decimal(lv[i + 1], se)]
+                  for i in range(0, len(lv), 2)]
+        bids, asks = levels[:rec.n_bids], levels[rec.n_bids:]
+        common = (rec.symbol, rec.seq, rec.ts_exchange, rec.ts_recv, rec.ts_recv_mono)
+        if kind is Kind.BOOK_DELTA:
+            return BookDelta(*common, rec.prev_seq, bids, asks)
+        return BookSnapshot(*common, bids, asks)
+    mv = memoryview(payload)
+    seq, ts_ex, ts_rx, ts_mono, slen = HEADER.unpack_from(mv, 0)
+    symbol = bytes(mv[40:40 + slen]).decode("ascii")
+    off = _pad(40 + slen)
+    values: list[Any] = []
+    for ftype in _FIELDS[kind]:
+        if ftype == "d":
+            m, e = _DEC.unpack_from(mv, off)
+            values.append("" if e == _NO_VALUE_EXP else format_decimal(m, e))
+            off += 9
+        elif ftype == "i":
+            values.append(_INT.unpack_from(mv, off)[0])
+            off += 8
+        else:
+            (n,) = _TXT.unpack_from(mv, off)
+            values.append(bytes(mv[off + 2:off + 2 + n]).decode())
+            off += 2 + n
+    if off > len(mv):
+        raise CodecError(f"truncated {kind.name} record for {symbol}")
+    return TYPE_OF[kind](symbol, seq, ts_ex, ts_rx, ts_mono, *values)
+
+
+def to_json(instance: str, event: Event) -> bytes:
+    """The JSON encoding: ``{"type": ..., "instance": ..., <fields>}``."""
+    doc: dict[str, Any] = {"type": KIND_NAMES[KIND_OF[type(event)]], "instance": instance}
+    doc.update(event._asdict())
+    return jsonlib.dumps(doc)
+
+
+def topic(instance: str, event: Event) -> bytes:
+    """ZeroMQ topic ``instance/type/symbol`` (subscribers filter by prefix)."""
+    return f"{instance}/{KIND_NAMES[KIND_OF[type(event)]]}/{event.symbol}".encode()
+
+
+__all__ = ["Encoder", "BookRecord", "CodecError", "decode", "to_json", "topic",
+           "format_decimal", "parse_decimal", "KIND_NAMES"]
