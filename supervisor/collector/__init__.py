@@ -1,0 +1,1 @@
+"""The collector daemon: one venue instance -> its shared-memory ring and ZeroMQ."""
