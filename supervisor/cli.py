@@ -29,6 +29,24 @@ def cmd_ring(args: argparse.Namespace) -> int:
     return ring_main(args.ring_args)
 
 
+def cmd_units_sync(args: argparse.Namespace) -> int:
+    from supervisor import units
+
+    try:
+        cfg = config_mod.load(args.config)
+    except config_mod.ConfigError as exc:
+        print(f"marketprism: configuration error: {exc}", file=sys.stderr)
+        return config_mod.EX_CONFIG
+    return units.sync(cfg, root=args.root)
+
+
+def cmd_record_failure(args: argparse.Namespace) -> int:
+    from supervisor import units
+
+    return units.record_failure(args.unit, state_dir=args.state_dir,
+                                textfile_dir=args.textfile_dir)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="marketprism", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -37,6 +55,17 @@ def build_parser() -> argparse.ArgumentParser:
     check = cfg_sub.add_parser("check", help="validate the whole configuration file")
     check.add_argument("--config", help="config file")
     check.set_defaults(func=cmd_config_check)
+    units_p = sub.add_parser("units", help="systemd unit commands")
+    units_sub = units_p.add_subparsers(dest="units_command", required=True)
+    sync = units_sub.add_parser("sync", help="write memory drop-ins, enable configured instances")
+    sync.add_argument("--config", help="config file")
+    sync.add_argument("--root", default="/", help="operate on another root (packaging, tests)")
+    sync.set_defaults(func=cmd_units_sync)
+    fail = sub.add_parser("record-failure", help="OnFailure= hook: log and count a failed unit")
+    fail.add_argument("unit")
+    fail.add_argument("--state-dir", default="/var/lib/marketprism")
+    fail.add_argument("--textfile-dir", default="/var/lib/prometheus/node-exporter")
+    fail.set_defaults(func=cmd_record_failure)
     ring = sub.add_parser("ring", help="list, inspect or remove shared-memory rings")
     ring.add_argument("ring_args", nargs=argparse.REMAINDER)
     ring.set_defaults(func=cmd_ring)
