@@ -269,10 +269,11 @@ def main(argv: list[str] | None = None) -> int:
     set_process_name("collector", inst.name)
     try:
         collector = Collector(cfg, inst, log)
-    except (OSError, zmq.ZMQError) as exc:
-        log.critical("cannot start: %s; %s", exc, resource_report(cfg.service.state_dir))
+        return asyncio.run(collector.run())
+    except Exception as exc:  # noqa: BLE001 - one diagnostic line, then systemd restarts us
+        log.critical("fatal: %s: %s; %s", type(exc).__name__, exc,
+                     resource_report(cfg.service.state_dir), exc_info=True)
         return 1
-    return asyncio.run(collector.run())
 
 
 if __name__ == "__main__":
