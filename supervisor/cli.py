@@ -47,6 +47,19 @@ def cmd_record_failure(args: argparse.Namespace) -> int:
                                 textfile_dir=args.textfile_dir)
 
 
+def cmd_run(args: argparse.Namespace) -> int:
+    from supervisor.foreground import Foreground, children_for
+    from supervisor.service import setup_logging
+
+    setup_logging("run")
+    try:
+        cfg = config_mod.load(args.config)
+    except config_mod.ConfigError as exc:
+        print(f"marketprism: configuration error: {exc}", file=sys.stderr)
+        return config_mod.EX_CONFIG
+    return Foreground(children_for(cfg)).run()
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="marketprism", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -55,6 +68,9 @@ def build_parser() -> argparse.ArgumentParser:
     check = cfg_sub.add_parser("check", help="validate the whole configuration file")
     check.add_argument("--config", help="config file")
     check.set_defaults(func=cmd_config_check)
+    run = sub.add_parser("run", help="run every enabled instance in the foreground (no systemd)")
+    run.add_argument("--config", help="config file")
+    run.set_defaults(func=cmd_run)
     units_p = sub.add_parser("units", help="systemd unit commands")
     units_sub = units_p.add_subparsers(dest="units_command", required=True)
     sync = units_sub.add_parser("sync", help="write memory drop-ins, enable configured instances")
