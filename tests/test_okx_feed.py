@@ -7,6 +7,7 @@ import pytest
 
 from supervisor import jsonlib
 from supervisor.events import (
+    GAP_RESET,
     GAP_RESUBSCRIBE,
     GAP_SEQUENCE,
     GAP_SNAPSHOT,
@@ -88,7 +89,8 @@ def test_derivatives_subscribe_every_channel_and_liquidations_once_per_inst_type
     args = feed.subscription_args(feed.symbols)
     assert args[:4] == [{"channel": c, "instId": "BTC-USDT-SWAP"}
                         for c in ("books", "trades", "funding-rate", "open-interest")]
-    assert len(args) == 3 * 4 + 2
+    assert {"channel": "funding-rate", "instId": "BTC-USD-250328"} not in args  # swaps only
+    assert len(args) == 4 + 4 + 3 + 2
     assert args[-2:] == [{"channel": "liquidation-orders", "instType": "FUTURES"},
                          {"channel": "liquidation-orders", "instType": "SWAP"}]
     assert [interval for interval, _ in feed.pollers()] == [60.0]
@@ -201,6 +203,29 @@ def test_a_gap_resubscribes_the_broken_book_once_and_nothing_else():
         assert feed.stats.resyncs == {GAP_SEQUENCE: 1}
         deliver(feed, btc.snapshot())
         assert feed.books["BTC-USDT"].synced
+        await feed._cancel_tasks()
+    asyncio.run(body())
+
+
+def test_a_symbol_that_keeps_breaking_backs_off_and_an_isolated_break_does_not():
+    async def body():
+        feed, _ = make_feed(backoff_initial=0.001, backoff_max=0.5)
+        ws = feed.ws = FakeWs()
+        await feed.on_open(ws)
+        stream = OkxBookStream(seed=8)
+        backoff = None
+        for n in (1, 2, 3):  # breaks in quick succession
+            deliver(feed, stream.snapshot())
+            deliver(feed, stream.reset_update())
+            await until(lambda n=n: len(ws.ops()) == 1 + 2 * n)
+            backoff = feed.recovery.backoffs["BTC-USDT"]
+            assert backoff.attempt == n
+        feed.recovery.last_start["BTC-USDT"] -= 10.0  # the last break is now long past
+        deliver(feed, stream.snapshot())
+        deliver(feed, stream.reset_update())
+        await until(lambda: len(ws.ops()) == 9)
+        assert backoff.attempt == 1
+        assert feed.stats.resyncs == {GAP_RESET: 4}
         await feed._cancel_tasks()
     asyncio.run(body())
 

@@ -167,7 +167,8 @@ class OkxFeed(Feed):
         channels = [v for k, v in self.websocket_channels.items()
                     if k in self.channels and k != LIQUIDATIONS]
         insts = [okx_inst_id(s) for s in symbols]
-        args = [{"channel": c, "instId": i} for i in insts for c in channels]
+        args = [{"channel": c, "instId": i} for i in insts for c in channels
+                if c != "funding-rate" or okx_inst_type(i) == "SWAP"]  # funding: swaps only
         if LIQUIDATIONS in self.channels:
             types = sorted({okx_inst_type(i) for i in insts} & {"SWAP", "FUTURES"})
             args += [{"channel": "liquidation-orders", "instType": t} for t in types]
@@ -262,6 +263,8 @@ class OkxFeed(Feed):
         """One GET per configured contract; a failing symbol does not stop the others."""
         for symbol in self.symbols:
             inst = okx_inst_id(symbol)
+            if okx_inst_type(inst) not in ("SWAP", "FUTURES"):
+                continue  # the endpoint serves swaps and futures only
             params = {"instId": inst, "period": self.long_short_period, "limit": "1"}
             try:
                 body = await self.rest_get_retry(self.long_short_path, params, attempts=3)

@@ -146,14 +146,14 @@ class OkxBookSync:
 class OkxBookRecovery:
     """Bring one broken book back by resubscribing its ``books`` channel; others untouched.
 
-    OKX has no REST snapshot carrying ``seqId``, so a fresh subscription (unsubscribe, then
-    subscribe: a plain re-subscribe may be acked without a new snapshot) is the only way to a
-    fresh snapshot. Each symbol has its own full-jitter :class:`Backoff`: an isolated break
-    recovers within ``backoff_initial``; a symbol that keeps breaking (a crossed pre-open
-    book, a refused subscribe) slows down to ``backoff_max`` instead of spending the
-    connection's 480 requests/hour. A subscribe whose snapshot does not arrive within
-    ``snapshot_timeout`` (lost, malformed, refused without an id) is resynced as
-    ``snapshot_failed`` by :meth:`watchdog`.
+    OKX has no REST snapshot carrying ``seqId``, so a fresh subscription is the only way to a
+    fresh snapshot: unsubscribe, then subscribe (OKX does not document that subscribing to a
+    channel already subscribed sends a new snapshot). Each symbol has its own full-jitter
+    :class:`Backoff`: an isolated break recovers within ``backoff_initial``; a symbol that
+    keeps breaking (a crossed pre-open book, a refused subscribe) slows down to
+    ``backoff_max`` instead of spending the connection's 480 requests/hour. A subscribe
+    whose snapshot does not arrive within ``snapshot_timeout`` (lost, malformed, refused
+    without an id) is resynced as ``snapshot_failed`` by :meth:`watchdog`.
 
     Usage (inside the feed)::
 
