@@ -42,6 +42,7 @@ from supervisor.exchanges.binance_feed import (
     QUOTE_ASSETS,
     BinanceFeed,
     _dec,
+    _ns,
     binance_symbol,
     std_symbol,
 )
@@ -119,8 +120,8 @@ class BinanceFuturesFeed(BinanceFeed):
         if symbol is None:
             self.ignored += 1
             return
-        self.emit(Funding(symbol, 0, d["E"] * 1_000_000, ts_recv, ts_mono, _dec(d["r"]),
-                          d["T"] * 1_000_000, _dec(d["p"])))
+        self.emit(Funding(symbol, 0, _ns(d["E"]), ts_recv, ts_mono, _dec(d["r"]), _ns(d["T"]),
+                          _dec(d["p"])))
 
     def _on_force_order(self, d: dict[str, Any], ts_recv: int, ts_mono: int) -> None:
         """Forced liquidation -> :class:`Liquidation` (price and size as executed).
@@ -146,7 +147,7 @@ class BinanceFuturesFeed(BinanceFeed):
         side = o["S"]
         if side not in ("BUY", "SELL"):
             raise ValueError(f"liquidation side {side!r}")
-        self.emit(Liquidation(symbol, 0, d["E"] * 1_000_000, ts_recv, ts_mono, side.lower(),
+        self.emit(Liquidation(symbol, 0, _ns(d["E"]), ts_recv, ts_mono, side.lower(),
                               _dec(o["ap"]), _dec(o["z"])))
 
     # ----- REST polls -------------------------------------------------------------------------
@@ -193,7 +194,7 @@ class BinanceFuturesFeed(BinanceFeed):
              "time": 1589437530011}         # ms
         """
         ts_recv, ts_mono = _now(ts_recv, ts_mono)
-        self.emit(OpenInterest(symbol, 0, int(body["time"]) * 1_000_000, ts_recv, ts_mono,
+        self.emit(OpenInterest(symbol, 0, _ns(int(body["time"])), ts_recv, ts_mono,
                                _dec(body["openInterest"]), ""))
 
     def on_long_short_ratio(self, symbol: str, body: Any, ts_recv: int = 0,

@@ -228,20 +228,22 @@ class BinanceFeed(Feed):
             return
         book = sync.book
         prev = book.seq
-        last = d["u"]
-        bids = d["b"]
-        asks = d["a"]
         try:
-            status = sync.on_event(d["U"], last, d["pu"] if self.has_pu else 0, bids, asks,
-                                   d["E"])
+            last = d["u"]
+            bids = d["b"]
+            asks = d["a"]
+            ts = d["E"]
+            if ts.__class__ is not int:
+                raise TypeError(f"E is {type(ts).__name__}, not int")
+            status = sync.on_event(d["U"], last, d["pu"] if self.has_pu else 0, bids, asks, ts)
         except Exception:
             # The event is lost (and may be half applied): that book cannot be trusted.
             sync.reset()
             self.resync(book.symbol, GAP_SEQUENCE, "malformed depth event", ts_recv, ts_mono)
             raise
         if status == APPLIED:
-            self.emit(BookDelta(book.symbol, last, d["E"] * 1_000_000, ts_recv, ts_mono, prev,
-                                bids, asks))
+            self.emit(BookDelta(book.symbol, last, ts * 1_000_000, ts_recv, ts_mono, prev, bids,
+                                asks))
         elif status != STALE:
             self._depth_status(sync, status, d, prev, ts_recv, ts_mono)
         else:
@@ -282,7 +284,7 @@ class BinanceFeed(Feed):
             self.ignored += 1
             return
         trade_id = d["a"]
-        self.emit(Trade(symbol, trade_id, d["E"] * 1_000_000, ts_recv, ts_mono,
+        self.emit(Trade(symbol, trade_id, _ns(d["E"]), ts_recv, ts_mono,
                         str(trade_id), "sell" if d["m"] else "buy", _dec(d["p"]), _dec(d["q"])))
 
     def _on_trade(self, d: dict[str, Any], ts_recv: int, ts_mono: int) -> None:
@@ -298,7 +300,7 @@ class BinanceFeed(Feed):
             self.ignored += 1
             return
         trade_id = d["t"]
-        self.emit(Trade(symbol, trade_id, d["E"] * 1_000_000, ts_recv, ts_mono,
+        self.emit(Trade(symbol, trade_id, _ns(d["E"]), ts_recv, ts_mono,
                         str(trade_id), "sell" if d["m"] else "buy", _dec(d["p"]), _dec(d["q"])))
 
     def _on_control(self, msg: dict[str, Any]) -> None:
@@ -345,8 +347,9 @@ class BinanceFeed(Feed):
             body = jsonlib.loads(body)
         book = sync.book
         try:
+            body_ts = _ns(body.get("E", 0))  # USD-M only
             status = sync.on_snapshot(body["lastUpdateId"], body["bids"], body["asks"])
-        except (KeyError, TypeError, ValueError, IndexError) as exc:
+        except (KeyError, TypeError, ValueError, IndexError, AttributeError) as exc:
             sync.reset()
             book.invalidate()
             raise ValueError(f"bad depth snapshot for {symbol}: {type(exc).__name__}: "
@@ -355,9 +358,8 @@ class BinanceFeed(Feed):
         ts_mono = ts_mono or time.monotonic_ns()
         if status == SYNCED:
             bids, asks = book.snapshot_levels()
-            ts_ms = sync.last_ts or body.get("E", 0)
-            self.emit(BookSnapshot(symbol, book.seq, ts_ms * 1_000_000, ts_recv, ts_mono,
-                                   bids, asks))
+            ts_ex = sync.last_ts * 1_000_000 if sync.last_ts else body_ts
+            self.emit(BookSnapshot(symbol, book.seq, ts_ex, ts_recv, ts_mono, bids, asks))
             self.log.info("symbol=%s in sync at u=%d (%d bids, %d asks)", symbol, book.seq,
                           len(bids), len(asks))
         elif status == OLD_SNAPSHOT:
@@ -451,6 +453,13 @@ class BinanceFeed(Feed):
             sync.reset()
         self._snapshot_tasks.clear()
         self._pending.clear()
+
+
+def _ns(ms: Any) -> int:
+    """Venue milliseconds -> ns; anything but an int is malformed (``"1" * 10**6`` is not)."""
+    if type(ms) is not int:
+        raise TypeError(f"timestamp is {type(ms).__name__}, not int")
+    return ms * 1_000_000
 
 
 def _dec(value: Any) -> str:

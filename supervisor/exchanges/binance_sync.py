@@ -155,10 +155,16 @@ class DepthSync:
     # ----- shared outcomes ------------------------------------------------------------------
     def _wait(self, first: int, last: int, prev: int, bids: Sequence[Any],
               asks: Sequence[Any], ts: int) -> int:
-        """Buffer an event while no snapshot is loaded (types checked: folded in later)."""
+        """Buffer an event while no snapshot is loaded.
+
+        Checked here, not when folded in: a bad event must fail on its own frame.
+        """
         if not (type(first) is int and type(last) is int and type(prev) is int
                 and type(bids) is list and type(asks) is list):
             raise TypeError("depth event ids must be ints and sides lists")
+        for level in bids + asks:
+            float(level[0])
+            float(level[1])
         buf = self.buffer
         if len(buf) >= self.max_buffer:
             self.buffer = [(first, last, prev, bids, asks, ts)]
