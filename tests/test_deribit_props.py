@@ -15,6 +15,7 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from supervisor import jsonlib
 from supervisor.events import BookDelta, BookSnapshot, Gap
 from supervisor.exchanges.base import BOOKS, TRADES
 from supervisor.exchanges.deribit import SUBSCRIBE, from_venue_symbol, to_venue_symbol
@@ -26,7 +27,7 @@ CHANNEL = f"book.{INST}.100ms"
 TICK_SIZES = ["0.5", "0.0005", "1", "2.5", "0.01"]
 BID_TICKS = range(1, 41)  # bids and asks of a valid stream never cross
 ASK_TICKS = range(41, 81)
-PROPS = settings(max_examples=100, deadline=None,
+PROPS = settings(max_examples=75, deadline=None,
                  suppress_health_check=[HealthCheck.too_slow])
 
 
@@ -223,3 +224,10 @@ def test_arbitrary_input_never_raises_and_never_leaves_a_crossed_book(
 def test_perpetual_symbols_round_trip(base: str, quote: str) -> None:
     ours = f"{base}-{quote}-PERP"
     assert from_venue_symbol(to_venue_symbol(ours)) == ours
+
+
+@given(st.integers(1, 10**15 - 1), st.integers(-12, 6))
+def test_repr_of_a_parsed_decimal_of_15_digits_is_the_same_value(digits: int, exp: int) -> None:
+    """The exactness argument in the module docstring, through the adapter's own parser."""
+    text = str(Decimal(digits).scaleb(exp))  # e.g. "0.0015", "1.23E+7": valid JSON numbers
+    assert Decimal(repr(jsonlib.loads(text))) == Decimal(text)

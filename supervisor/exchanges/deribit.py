@@ -20,12 +20,14 @@ Book sync is subscription-driven: the first notification of a book channel is a 
 one book channel (unsubscribe + subscribe gives a fresh snapshot); cryptofeed instead raises
 and reconnects the whole connection, losing every other book with it.
 
-Deribit sends prices and amounts as JSON numbers. They are published as ``repr(number)``:
-Deribit's values are multiples of a tick or contract size with well under 15 significant
-digits, and any decimal of at most 15 significant digits maps to a unique double, whose
-shortest round-trip ``repr`` (Python >= 3.1) is then a decimal of at most as many digits
-mapping to the same double, hence the *same value*. Only the spelling may differ (``5e-05``
-for ``0.00005``), which the codec parses exactly. No ``Decimal`` is built on the hot path.
+Deribit sends prices and amounts as JSON numbers; they are published as ``repr(number)``,
+which is exact. Deribit's values are multiples of a tick or contract size with well under 15
+significant digits. Distinct decimals of at most 15 significant digits parse to distinct
+doubles, and ``repr`` gives the shortest decimal that parses back to the same double: at
+most as many digits as the text sent, so it is that same decimal value. (Text a serializer
+wrote as a double's shortest repr, whatever its length, also comes back digit for digit.)
+Only the spelling may differ (``5e-05`` for ``0.00005``, ``1e+16`` for ``10000000000000000.0``),
+which the codec parses exactly. No ``Decimal`` is built on the hot path.
 
 Usage::
 
@@ -311,7 +313,7 @@ class DeribitFeed(Feed):
                 self._book_snapshot(symbol, data, ts_recv, ts_mono)
             else:
                 raise ValueError(f"unknown book message type {kind!r}")
-        except Exception as exc:
+        except Exception as exc:  # also a failing sink: the delta never reached consumers
             self.resync(symbol, GAP_SEQUENCE, f"unusable book message: {exc!r}",
                         ts_recv, ts_mono)
             raise
