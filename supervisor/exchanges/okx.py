@@ -154,6 +154,10 @@ class OkxFeed(Feed):
 
     # ----- symbols and subscriptions ----------------------------------------------------------
     def _index_symbols(self, symbols: Iterable[str]) -> None:
+        """instId -> symbol for the configured symbols (frames for others are dropped).
+
+        Raises ``ValueError`` for a symbol of the other market, before anything changes.
+        """
         index = {}
         for s in symbols:
             inst = okx_inst_id(s)
@@ -217,6 +221,7 @@ class OkxFeed(Feed):
         await self._send_op("unsubscribe", args)
 
     async def update_symbols(self, symbols: Iterable[str]) -> None:
+        """SIGHUP: (un)subscribe only added/removed symbols; ``ValueError`` if one is invalid."""
         symbols = tuple(dict.fromkeys(symbols))
         self._index_symbols(symbols)  # first: frames for new symbols follow the subscribe
         await super().update_symbols(symbols)
