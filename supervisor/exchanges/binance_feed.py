@@ -242,7 +242,10 @@ class BinanceFeed(Feed):
             self.resync(book.symbol, GAP_SEQUENCE, "malformed depth event", ts_recv, ts_mono)
             raise
         if status == APPLIED:
-            self.emit(BookDelta(book.symbol, last, ts * 1_000_000, ts_recv, ts_mono, prev, bids,
+            # Feed.emit inlined (the hot path: one call and a type-name lookup saved).
+            events = self.stats.events
+            events["BookDelta"] = events.get("BookDelta", 0) + 1
+            self.sink(BookDelta(book.symbol, last, ts * 1_000_000, ts_recv, ts_mono, prev, bids,
                                 asks))
         elif status != STALE:
             self._depth_status(sync, status, d, prev, ts_recv, ts_mono)

@@ -173,6 +173,22 @@ class DepthSync:
         buf.append((first, last, prev, bids, asks, ts))
         return BUFFERED
 
+    def _apply(self, book: OrderBook, bids: Sequence[Any], asks: Sequence[Any],
+               last: int) -> int:
+        """Apply a live event, then refuse a crossed result (hot path: OrderBook.apply and
+        OrderBook.crossed inlined, empty sides skipped; most events touch one side)."""
+        if bids:
+            book.bids.apply(bids)
+        if asks:
+            book.asks.apply(asks)
+        book.seq = last
+        b = book.bids.keys
+        a = book.asks.keys
+        if b and a and -b[0] >= a[0]:
+            self._break(None)
+            return CROSSED
+        return APPLIED
+
     def _break(self, kept: BufferedEvent | None) -> None:
         """The live book broke: wait for a snapshot, keeping the event that showed it."""
         self.state = WAITING
@@ -198,11 +214,7 @@ class BinanceSpotSync(DepthSync):
         if first > seq + 1:
             self._break((first, last, prev, bids, asks, ts))
             return GAP
-        book.apply(bids, asks, last)
-        if book.crossed():
-            self._break(None)
-            return CROSSED
-        return APPLIED
+        return self._apply(book, bids, asks, last)
 
     def _drop_before(self, last_update_id: int) -> list[BufferedEvent]:
         return [ev for ev in self.buffer if ev[1] > last_update_id]
@@ -247,11 +259,7 @@ class BinanceFuturesSync(DepthSync):
         elif prev != book.seq:
             self._break((first, last, prev, bids, asks, ts))
             return GAP
-        book.apply(bids, asks, last)
-        if book.crossed():
-            self._break(None)
-            return CROSSED
-        return APPLIED
+        return self._apply(book, bids, asks, last)
 
     def _drop_before(self, last_update_id: int) -> list[BufferedEvent]:
         return [ev for ev in self.buffer if ev[1] >= last_update_id]
