@@ -6,6 +6,7 @@ import argparse
 import sys
 
 from supervisor import config as config_mod
+from supervisor.aggregator import status
 
 
 def cmd_config_check(args: argparse.Namespace) -> int:
@@ -60,6 +61,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     return Foreground(children_for(cfg)).run()
 
 
+def cmd_status(args: argparse.Namespace) -> int:
+    return status.run(args)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="marketprism", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -71,6 +76,9 @@ def build_parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="run every enabled instance in the foreground (no systemd)")
     run.add_argument("--config", help="config file")
     run.set_defaults(func=cmd_run)
+    status_p = sub.add_parser("status", help="health of every instance as a table")
+    status.add_arguments(status_p)
+    status_p.set_defaults(func=cmd_status)
     units_p = sub.add_parser("units", help="systemd unit commands")
     units_sub = units_p.add_subparsers(dest="units_command", required=True)
     sync = units_sub.add_parser("sync", help="write memory drop-ins, enable configured instances")

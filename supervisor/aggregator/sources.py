@@ -4,9 +4,9 @@ This is the aggregator's only I/O on the data side: it reads each instance's sta
 (``<instance>`` from the collector, ``<instance>.analyzer`` from the analyzer), checks that
 each writer pid is still the process that wrote the block, reads the ring's counters (write
 sequence, each durable reader's lag and losses; a read-only mapping that cannot disturb the
-ring) and attaches the last unit states from systemd. ``/health`` (:mod:`.health`), ``/metrics`` (:mod:`.metrics`), the textfile and
-``marketprism status`` are pure functions of a :class:`Sample`, so they are tested without
-shared memory, processes or HTTP.
+ring) and attaches the last unit states from systemd. ``/health`` (:mod:`.health`),
+``/metrics`` (:mod:`.metrics`), the textfile and ``marketprism status`` are pure functions of
+a :class:`Sample`, so they are tested without shared memory, processes or HTTP.
 
 Nothing here raises for a bad block: a missing, truncated or malformed block becomes a
 :class:`BlockRead` with ``error`` set, and the aggregator keeps serving.
