@@ -1,8 +1,10 @@
 """Binance public market data: spot (``binance_spot``) and USD-M futures (``binance_derivatives``).
 
-The two venue classes and their declarative headers. The shared stream protocol, books and
-trades are in :mod:`supervisor.exchanges.binance_feed`; the sequencing rule of each market in
-:mod:`supervisor.exchanges.binance_sync`.
+The two venue classes and their declarative headers. The rest is split by concern:
+:mod:`~supervisor.exchanges.binance_feed` (stream protocol, dispatch, trades),
+:mod:`~supervisor.exchanges.binance_book` (diff events and snapshots into the books),
+:mod:`~supervisor.exchanges.binance_sync` (each market's sequencing rule, pure),
+:mod:`~supervisor.exchanges.binance_symbols` (``BTC-USDT-PERP`` <-> ``BTCUSDT``).
 
 =================  ==================================  ======================================
 our channel        spot                                USD-M
@@ -38,14 +40,9 @@ from supervisor.exchanges.base import (
     FeedConfig,
     Sink,
 )
-from supervisor.exchanges.binance_feed import (
-    QUOTE_ASSETS,
-    BinanceFeed,
-    _dec,
-    _ns,
-    binance_symbol,
-    std_symbol,
-)
+from supervisor.exchanges.binance_book import _ns
+from supervisor.exchanges.binance_feed import BinanceFeed, _dec
+from supervisor.exchanges.binance_symbols import QUOTE_ASSETS, binance_symbol, std_symbol
 from supervisor.exchanges.binance_sync import BinanceFuturesSync, BinanceSpotSync
 
 
