@@ -26,7 +26,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from supervisor import jsonlib, statsblock
-from tests.test_aggregator_health import collector_doc
+from tests.test_aggregator_health import analyzer_doc, collector_doc
 
 PROMTOOL = shutil.which("promtool")
 NODE_EXPORTER = shutil.which("prometheus-node-exporter")
@@ -382,15 +382,14 @@ def test_enabled_analyzer_without_its_block_is_reported(start, instances):
         assert doc["processes"][name]["reasons"] == [
             f"analyzer: {statsblock.block_path(name + '.analyzer')}: no stats block "
             "(instance never started?)"]
-        analyzer = Feeder(f"{name}.analyzer", {"status": "analyzing", "ready": True, "lag": 7,
-                                               "quality": {"crossed_book": 2}})
+        analyzer = Feeder(f"{name}.analyzer", analyzer_doc(instance=name, lag=7))
         try:
             doc = agg.wait_health(200)
             assert doc["processes"][name]["analyzer"]["lag"] == 7
             values = metric_values(agg.metrics())
             labels = frozenset({"instance": name, "exchange": "okx", "market": "spot",
                                 "check": "crossed_book"}.items())
-            assert values[("marketprism_quality_violations_total", labels)] == 2
+            assert values[("marketprism_quality_violations_total", labels)] == 1
         finally:
             analyzer.stop()
     finally:

@@ -67,15 +67,29 @@ def collector_doc(**over: Any) -> dict[str, Any]:
 
 
 def analyzer_doc(**over: Any) -> dict[str, Any]:
-    """What an analyzer might publish: the aggregator reads numeric fields generically."""
+    """A document shaped like the analyzer's ``stats_doc`` (supervisor/analyzer/output.py),
+    plus one field the aggregator does not know (read generically)."""
     hist = Histogram()
     hist.observe(50_000)
     doc: dict[str, Any] = {
-        "role": "analyzer", "instance": "okx_spot", "status": "analyzing", "ready": True,
-        "started": psutil.Process().create_time() + 0.5, "lag": 12, "lost": 3, "gaps": 1,
-        "events": 120000, "rss": 30 * 2**20, "cpu_seconds": 4.0, "loop_lag": 0.002,
-        "quality": {"time_gap": 2, "crossed_book": 1}, "plugin_calls_total": 77,
-        "batch_fill": 0.5, "latency_ring_analyzer": hist.to_dict(),
+        "role": "analyzer", "instance": "okx_spot", "mode": "ring",
+        "status": "lag 12, 1,200 ev/s, 1 gaps, 3 quality", "ready": True,
+        "started": psutil.Process().create_time() + 0.5, "lag": 12, "committed_seq": 123000,
+        "ring_seq": 123391, "events": 123391,
+        "events_by_type": {"book_delta": 120000, "trade": 3391}, "event_rate": 1200.0,
+        "batches": 500, "lost": 3, "overruns": 1, "sequence_gaps": 0, "gaps": 1,
+        "upstream_gaps": {"checksum": 2}, "no_book": 0, "seeds": 2,
+        "quality": {"totals": {"time_gap": 2, "crossed_book": 1},
+                    "by_symbol": {"time_gap": {"BTC-USDT": 2, "DOGE-USDT": 9},
+                                  "crossed_book": {"ETH-USDT": 1}},
+                    "stale": [], "crossed": ["ETH-USDT"], "misaligned": []},
+        "plugin": {"plugin": "example", "state": "ok", "reason": "", "calls": 500,
+                   "errors": 1, "results": 20},
+        "results_sent": 400, "results_dropped": 0,
+        "latency_recv_analyzer": hist.to_dict(), "symbols": 2, "books_valid": 2,
+        "analysis": {"BTC-USDT": {"mid": "1"}}, "state": "running", "pid": os.getpid(),
+        "rss": 30 * 2**20, "cpu_seconds": 4.0, "ring": "okx_spot", "reader": "analyzer",
+        "snapshot_requests": 0, "batch_fill": 0.5, "plugin_calls_total": 77,
     }
     doc.update(over)
     return doc
@@ -180,8 +194,12 @@ def test_instance_detail_carries_collector_counters_memory_and_ring():
     assert okx["ring"]["write_seq"] == 123403
     assert okx["ring"]["readers"]["analyzer"]["lag"] == 12
     assert okx["ring"]["readers"]["analyzer"]["lost"] == 3
-    assert okx["analyzer"]["lag"] == 12 and okx["analyzer"]["quality"] == {
-        "time_gap": 2, "crossed_book": 1}
+    ana = okx["analyzer"]
+    assert ana["lag"] == 12 and ana["lost"] == 3 and ana["status_line"].startswith("lag 12")
+    assert ana["quality"] == {"totals": {"time_gap": 2, "crossed_book": 1}, "stale": [],
+                              "crossed": ["ETH-USDT"], "misaligned": []}
+    assert ana["plugin"]["state"] == "ok" and ana["upstream_gaps"] == {"checksum": 2}
+    assert "analysis" not in ana and "latency_recv_analyzer" not in ana
 
 
 def test_without_systemd_units_say_systemd_unavailable_and_do_not_fail_health():

@@ -108,7 +108,6 @@ def test_latency_histogram_exports_cumulative_buckets_with_inf_equal_to_count():
     assert value(got, "marketprism_latency_seconds_bucket", le="+Inf", **stage) == 5
     assert value(got, "marketprism_latency_seconds_count", **stage) == 5
     assert value(got, "marketprism_latency_seconds_sum", **stage) == pytest.approx(2.000057)
-    assert value(got, "marketprism_latency_seconds_count", stage="ring_to_analyzer") == 1
 
 
 @pytest.mark.parametrize("bad", [
@@ -132,17 +131,34 @@ def test_symbol_label_is_bounded_by_the_configured_symbols():
     assert not any(dict(labels).get("symbol") == "XRP-USDT" for _, labels in got)
 
 
-def test_analyzer_fields_are_exported_generically():
+def test_analyzer_counters_quality_and_plugin_are_exported():
     text = exposition(make_sample())
     got = samples(text)
     assert value(got, "marketprism_analyzer_lag_records") == 12
+    assert value(got, "marketprism_analyzer_committed_sequence") == 123000
     assert value(got, "marketprism_analyzer_lost_records_total") == 3
+    assert value(got, "marketprism_analyzer_overruns_total") == 1
     assert value(got, "marketprism_analyzer_gaps_total") == 1
+    assert value(got, "marketprism_analyzer_events_total", type="trade") == 3391
+    assert ("marketprism_analyzer_events_total", frozenset(OKX.items())) not in got
+    assert value(got, "marketprism_analyzer_upstream_gaps_total", reason="checksum") == 2
     assert value(got, "marketprism_quality_violations_total", check="time_gap") == 2
     assert value(got, "marketprism_quality_violations_total", check="crossed_book") == 1
+    assert value(got, "marketprism_quality_symbol_violations_total", check="time_gap",
+                 symbol="BTC-USDT") == 2
+    assert not any(dict(labels).get("symbol") == "DOGE-USDT" for _, labels in got)
+    assert value(got, "marketprism_quality_crossed_symbols") == 1
+    assert value(got, "marketprism_analyzer_plugin_errors_total") == 1
+    assert value(got, "marketprism_analyzer_plugin_info", plugin="example", state="ok") == 1
+    assert value(got, "marketprism_latency_seconds_count", stage="receive_to_analyzer") == 1
+    assert "marketprism_analyzer_event_rate" not in text  # derivable: rate(events_total)
+
+
+def test_unknown_analyzer_fields_are_exported_generically():
+    got = samples(exposition(make_sample()))
     assert value(got, "marketprism_analyzer_plugin_calls_total") == 77
     assert value(got, "marketprism_analyzer_batch_fill") == 0.5
-    assert "# TYPE marketprism_analyzer_batch_fill untyped" in text
+    assert "# TYPE marketprism_analyzer_batch_fill untyped" in exposition(make_sample())
 
 
 def test_analyzer_field_colliding_with_a_known_family_is_dropped():

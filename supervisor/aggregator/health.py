@@ -150,21 +150,37 @@ def _collector_doc(block: BlockRead) -> dict[str, Any]:
 
 
 def _analyzer_doc(block: BlockRead | None) -> dict[str, Any] | None:
-    """The analyzer's numeric fields, whatever it publishes (its schema is its own)."""
+    """The analyzer's counters, whatever it publishes (its schema is its own).
+
+    Scalars and {name: number} tables are copied; ``quality`` keeps its totals and flagged
+    symbols, ``plugin`` its scalars; the per-symbol ``analysis`` results stay out.
+    """
     if block is None:
         return None
     if block.doc is None:
         return {"error": block.error}
+    doc = block.doc
     out: dict[str, Any] = {"pid": block.pid, "pid_alive": block.pid_alive,
                            "stats_age_seconds": block.age, "cpu_percent": block.cpu_percent,
-                           "status_line": _text(block.doc, "status")}
-    for key, value in block.doc.items():
-        if key in out or key.startswith("latency_"):
+                           "status_line": _text(doc, "status")}
+    for key, value in doc.items():
+        if key in out or key in ("status", "analysis", "quality", "plugin") or \
+                key.startswith("latency_"):
             continue
-        if isinstance(value, bool | int | float):
+        if isinstance(value, bool | int | float | str) or value is None:
             out[key] = value
-        elif isinstance(value, dict) and (nums := numbers(block.doc, key)):
+        elif isinstance(value, dict) and (nums := numbers(doc, key)):
             out[key] = nums
+    quality = doc.get("quality")
+    if isinstance(quality, dict):
+        out["quality"] = {"totals": numbers(quality, "totals"),
+                          **{flag: [s for s in quality[flag] if isinstance(s, str)]
+                             for flag in ("stale", "crossed", "misaligned")
+                             if isinstance(quality.get(flag), list)}}
+    plugin = doc.get("plugin")
+    if isinstance(plugin, dict):
+        out["plugin"] = {k: v for k, v in plugin.items()
+                         if isinstance(v, bool | int | float | str) or v is None}
     return out
 
 

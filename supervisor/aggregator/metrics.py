@@ -11,9 +11,13 @@ stats document (wrong types are skipped). Naming follows Prometheus conventions:
 ``marketprism_`` prefix, ``_total`` counters, seconds and bytes. Every per-instance series
 carries ``instance``, ``exchange`` and ``market`` (the latter two are fixed per instance, so
 they add no cardinality and save a join); ``role`` (collector | analyzer), ``type``,
-``reason``, ``stage``, ``check``, ``reader``, ``state`` and ``symbol`` are bounded by the code
-or the config. Latency histograms arrive as non-cumulative bucket counts and leave as real
-Prometheus histograms (cumulative ``le`` buckets, ``+Inf`` equal to ``_count``).
+``reason``, ``stage``, ``check``, ``reader``, ``state``, ``plugin`` and ``symbol`` are bounded
+by the code or the config (symbols outside the config are dropped). Latency histograms arrive
+as non-cumulative bucket counts and leave as real Prometheus histograms (cumulative ``le``
+buckets, ``+Inf`` equal to ``_count``).
+
+Scrape it with ``honor_labels: true``: our ``instance`` label is the marketprism instance
+(okx_spot...), which Prometheus would otherwise rename to ``exported_instance``.
 
 ``textfile=True`` keeps only :data:`TEXTFILE_FAMILIES`, the instance-level gauges and
 counters written for node_exporter's textfile collector.
@@ -74,22 +78,45 @@ PROCESS_SCALARS: tuple[tuple[str, str, str, str], ...] = (
     ("loop_lag_max", "event_loop_lag_max_seconds", "gauge",
      "Largest event-loop lag since the process started."),
 )
-# Analyzer fields we know the meaning of: key -> (name, kind, help). Every other numeric
-# field is exported as ``marketprism_analyzer_<key>`` of unknown type (its schema is its own).
+# Analyzer scalars we know the meaning of (supervisor/analyzer/output.py: stats_doc):
+# key -> (name, kind, help). Every other numeric field is exported generically as
+# ``marketprism_analyzer_<key>`` (untyped; a counter when the key ends in "_total").
 ANALYZER_KNOWN: dict[str, tuple[str, str, str]] = {
     "lag": ("analyzer_lag_records", "gauge", "Ring records written but not yet analyzed."),
-    "lost": ("analyzer_lost_records", "counter", "Records the analyzer lost (lapped)."),
-    "gaps": ("analyzer_gaps", "counter", "Gaps the analyzer saw (announced or lapped)."),
-    "overruns": ("analyzer_overruns", "counter", "Times the writer lapped the analyzer."),
+    "committed_seq": ("analyzer_committed_sequence", "gauge",
+                      "Last ring sequence the analyzer committed (a restart resumes after it)."),
+    "ring_seq": ("analyzer_sequence", "gauge", "Ring sequence of the last event analyzed."),
     "events": ("analyzer_events", "counter", "Events the analyzer processed."),
-    "results": ("analyzer_results", "counter", "Analysis results the analyzer published."),
-    "plugin_errors": ("analyzer_plugin_errors", "counter", "Plug-in calls that raised."),
+    "batches": ("analyzer_batches", "counter", "Batches the analyzer processed."),
+    "lost": ("analyzer_lost_records", "counter", "Records the analyzer lost (lapped)."),
+    "overruns": ("analyzer_overruns", "counter",
+                 "Times the writer lapped the analyzer (or ZeroMQ drops in zmq mode)."),
+    "sequence_gaps": ("analyzer_sequence_gaps", "counter",
+                      "Book update chains broken in the analyzer's view."),
+    "gaps": ("analyzer_gaps", "counter", "Overruns plus sequence gaps."),
+    "no_book": ("analyzer_events_without_book", "counter",
+                "Book deltas that arrived before the analyzer had the book."),
+    "seeds": ("analyzer_book_seeds", "counter", "Books seeded from a snapshot."),
+    "results_sent": ("analyzer_results_sent", "counter", "Analysis results published."),
+    "results_dropped": ("analyzer_results_dropped", "counter",
+                        "Analysis results dropped by a slow subscriber."),
+    "symbols": ("analyzer_symbols", "gauge", "Symbols the analyzer tracks."),
+    "books_valid": ("analyzer_books_valid", "gauge", "Books the analyzer holds in sync."),
+    "snapshot_requests": ("analyzer_snapshot_requests", "counter",
+                          "Book snapshots requested from the collector (ZeroMQ mode)."),
+    "malformed": ("analyzer_malformed_messages", "counter", "Messages that failed to decode."),
 }
-# Dict fields of the analyzer document holding data-quality violations by check.
-QUALITY_KEYS = ("quality", "quality_violations", "violations")
+# Analyzer fields not exported: identity, derived rates, per-symbol analysis, and what the
+# per-role process families or the dict handlers below already cover.
+ANALYZER_SKIP = frozenset({
+    "rss", "cpu_seconds", "started", "loop_lag", "loop_lag_max", "pid", "ready", "event_rate",
+    "analysis", "quality", "plugin", "events_by_type", "upstream_gaps",
+})
+# Per-symbol quality flags in ``quality`` (lists of symbols) -> gauge of how many.
+QUALITY_FLAGS = ("stale", "crossed", "misaligned")
 # Known latency stages: doc key after "latency_" -> stage label.
 STAGES = {"recv_ring": "receive_to_ring", "exchange_recv": "exchange_to_receive",
-          "ring_analyzer": "ring_to_analyzer"}
+          "recv_analyzer": "receive_to_analyzer", "ring_analyzer": "ring_to_analyzer"}
 # Families the node_exporter textfile gets (instance-level health and usage).
 TEXTFILE_FAMILIES = frozenset(PREFIX + n for n in (
     "instance_enabled", "instance_healthy", "stats_block_up", "stats_block_age_seconds",
@@ -98,7 +125,7 @@ TEXTFILE_FAMILIES = frozenset(PREFIX + n for n in (
     "process_resident_memory_bytes", "process_cpu_seconds", "memory_soft_limit_bytes",
     "memory_hard_limit_bytes", "unit_active", "unit_state", "unit_restarts",
     "ring_reader_lag_records", "ring_reader_lost_records", "analyzer_lag_records",
-    "quality_violations", "systemd_available",
+    "analyzer_lost_records", "analyzer_gaps", "quality_violations", "systemd_available",
 ))
 _NAME_BAD = re.compile(r"[^a-zA-Z0-9_]")
 
@@ -270,7 +297,7 @@ def _latencies(f: _Families, base: tuple[str, ...], doc: dict[str, Any] | None) 
         if hist is not None:
             f.histogram("latency_seconds",
                         "Event latency by pipeline stage (exchange_to_receive, receive_to_ring, "
-                        "ring_to_analyzer).", (*BASE, "stage"), (*base, stage_name(key)), *hist)
+                        "receive_to_analyzer).", (*BASE, "stage"), (*base, stage_name(key)), *hist)
 
 
 def _units(f: _Families, base: tuple[str, ...], inst: InstanceSample) -> None:
@@ -317,14 +344,18 @@ def _analyzer(f: _Families, base: tuple[str, ...], inst: InstanceSample) -> None
     block = inst.analyzer
     if block is None or block.doc is None:
         return
-    skip = {"rss", "cpu_seconds", "started", "loop_lag", "loop_lag_max", "pid", "ready"}
-    for key, value in block.doc.items():
-        if key in skip or key.startswith("latency_"):
-            continue
-        if key in QUALITY_KEYS:
-            for check, n in numbers(block.doc, key).items():
-                f.add("counter", "quality_violations", "Data-quality violations, by check.",
-                      (*BASE, "check"), (*base, check), n)
+    doc = block.doc
+    by_type = numbers(doc, "events_by_type")
+    for kind_name, n in by_type.items():
+        f.add("counter", "analyzer_events", "Events the analyzer processed, by event type.",
+              (*BASE, "type"), (*base, kind_name), n)
+    for reason, n in numbers(doc, "upstream_gaps").items():
+        f.add("counter", "analyzer_upstream_gaps", "Gap events the collector announced, by reason.",
+              (*BASE, "reason"), (*base, reason), n)
+    _quality(f, base, inst, doc.get("quality"))
+    _plugin(f, base, doc.get("plugin"))
+    for key, value in doc.items():
+        if key in ANALYZER_SKIP or key.startswith("latency_") or (key == "events" and by_type):
             continue
         if isinstance(value, bool) or not isinstance(value, int | float) or value != value:
             continue
@@ -336,6 +367,42 @@ def _analyzer(f: _Families, base: tuple[str, ...], inst: InstanceSample) -> None
             name = name.removesuffix("_total")
             help_ = f"Analyzer stats field {key!r}."
         f.add(kind, name, help_, BASE, base, value)
+
+
+def _quality(f: _Families, base: tuple[str, ...], inst: InstanceSample, quality: Any) -> None:
+    """``{"totals": {check: n}, "by_symbol": {check: {symbol: n}}, "stale": [symbols]...}``."""
+    if not isinstance(quality, dict):
+        return
+    for check, n in numbers(quality, "totals").items():
+        f.add("counter", "quality_violations", "Data-quality violations, by check.",
+              (*BASE, "check"), (*base, check), n)
+    by_symbol = quality.get("by_symbol")
+    symbols = set(inst.config.symbols)
+    if isinstance(by_symbol, dict):
+        for check in by_symbol:
+            for symbol, n in numbers(by_symbol, check).items():
+                if symbol in symbols:
+                    f.add("counter", "quality_symbol_violations",
+                          "Data-quality violations, by check and symbol.",
+                          (*BASE, "check", "symbol"), (*base, str(check), symbol), n)
+    for flag in QUALITY_FLAGS:
+        flagged = quality.get(flag)
+        if isinstance(flagged, list):
+            f.add("gauge", f"quality_{flag}_symbols", f"Symbols currently flagged {flag}.",
+                  BASE, base, len(flagged))
+
+
+def _plugin(f: _Families, base: tuple[str, ...], plugin: Any) -> None:
+    """``{"plugin": name, "state": ..., "calls": n, "errors": n, "results": n}``."""
+    if not isinstance(plugin, dict) or not plugin.get("plugin"):
+        return
+    for key in ("calls", "errors", "results"):
+        if (v := number(plugin, key)) is not None:
+            f.add("counter", f"analyzer_plugin_{key}", f"Plug-in {key}.", BASE, base, v)
+    state = plugin.get("state")
+    if isinstance(state, str):
+        f.add("gauge", "analyzer_plugin_info", "The analyzer plug-in and its state, value 1.",
+              (*BASE, "plugin", "state"), (*base, str(plugin["plugin"]), state), 1)
 
 
 def _ring(f: _Families, base: tuple[str, ...], inst: InstanceSample) -> None:
