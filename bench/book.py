@@ -17,7 +17,9 @@ their recorded times, cryptofeed inline on each symbol's first diff, as it does 
 repeat starts from fresh feeds, the previous ones collected (``gc.collect()``) off the
 clock on both sides. Each figure is the median of ``--runs`` runs (each run
 ``--repeats`` passes over the recording) with the min-max spread; both sides run the same
-work in the same invocation. The final top-5 books of both sides are compared.
+work in the same invocation, interleaved every few passes so that noise from other load on
+the machine hits both alike, and the ratio is the median of the per-run (paired) ratios.
+The final top-5 books of both sides are compared after every run.
 
 Usage: ``.venv/bin/python bench/book.py [--runs 5] [--seconds 0.4] [--no-cryptofeed]``
 """
@@ -139,12 +141,11 @@ def ensure_cryptofeed_venv() -> Path:
 class Cryptofeed:
     """The cryptofeed side: a child process in its own venv, one run per request."""
 
-    def __init__(self, job: dict, repeats: int, python: Path) -> None:
+    def __init__(self, job: dict, python: Path) -> None:
         self.proc = subprocess.Popen([str(python), str(CF_SCRIPT)], stdin=subprocess.PIPE,
                                      stdout=subprocess.PIPE, text=True,
                                      env=dict(os.environ, PYTHONHASHSEED="0"))
         payload = {k: job[k] for k in ("frames", "symbols", "snapshots")}
-        payload["repeats"] = repeats
         self.info = self._ask(json.dumps(payload))
 
     def _ask(self, line: str) -> dict:
@@ -156,8 +157,8 @@ class Cryptofeed:
             raise RuntimeError(f"cryptofeed side exited with {self.proc.wait()}")
         return json.loads(answer)
 
-    def run(self, mode: str) -> dict:
-        return self._ask(mode)
+    def run(self, mode: str, passes: int, warm: bool = False) -> dict:
+        return self._ask(f"{mode}\t{passes}\t{int(warm)}")
 
     def close(self) -> None:
         assert self.proc.stdin is not None
@@ -193,17 +194,35 @@ def main() -> None:
         repeats = max(1, int(args.seconds * 1e9 / ns))
     cf = None
     if not args.no_cryptofeed:
-        cf = Cryptofeed(job, repeats, ensure_cryptofeed_venv())
+        cf = Cryptofeed(job, ensure_cryptofeed_venv())
     results: dict[tuple[str, str], list[dict]] = {}
+    ratios: dict[str, list[float]] = {}
     same_books = True
+    chunk = max(1, repeats // 10)
     for mode in ("deltas", "with snapshots"):
         our_repeat(job, mode)  # warm-up
-        for _ in range(args.runs):  # interleaved: machine noise hits both sides alike
-            ours = run_ours(job, mode, repeats)
+        if cf is not None:
+            cf.run(mode, 1, warm=True)
+        for _ in range(args.runs):
+            # Interleaved in chunks of passes, so machine noise hits both sides alike.
+            ours: dict = {"ns": 0, "messages": 0, "deltas": 0}
+            theirs: dict = {"ns": 0, "messages": 0, "callbacks": 0}
+            for done in range(0, repeats, chunk):
+                step = min(chunk, repeats - done)
+                part = run_ours(job, mode, step)
+                for k in ("ns", "messages", "deltas"):
+                    ours[k] += part[k]
+                ours["tops"] = part["tops"]
+                if cf is not None:
+                    part = cf.run(mode, step)
+                    for k in ("ns", "messages", "callbacks"):
+                        theirs[k] += part[k]
+                    theirs["tops"] = part["tops"]
             results.setdefault((mode, "marketprism"), []).append(ours)
             if cf is not None:
-                theirs = cf.run(mode)
                 results.setdefault((mode, "cryptofeed"), []).append(theirs)
+                ratios.setdefault(mode, []).append(
+                    (ours["messages"] / ours["ns"]) / (theirs["messages"] / theirs["ns"]))
                 same_books &= _canon(theirs["tops"]) == _canon(ours["tops"])
     if cf is not None:
         cf.close()
@@ -213,15 +232,20 @@ def main() -> None:
     print(f"## Book handling: Binance USD-M recording ({n} depthUpdate frames, "
           f"{len(job['symbols'])} symbols, {len(job['snapshots'])} snapshots)\n")
     print(f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}, "
-          f"JSON: {jsonlib.BACKEND}; {cf_version}; median of {args.runs} interleaved runs x "
-          f"{repeats} passes ({args.runs * repeats * n:,} messages per cell)\n")
+          f"JSON: {jsonlib.BACKEND}; {cf_version}; median of {args.runs} runs x {repeats} "
+          f"passes, the two sides interleaved every {chunk} passes "
+          f"({args.runs * repeats * n:,} messages per cell)\n")
     print("| mode | implementation | msgs/s (median) | µs/msg | spread msgs/s (min-max) "
-          "| ratio |")
+          "| ratio (median of paired runs, min-max) |")
     print("|---|---|---:|---:|---:|---:|")
     for (mode, impl), runs in results.items():
         med, lo, hi = rate(runs)
-        base = results.get((mode, "cryptofeed"))
-        ratio = f"{med / rate(base)[0]:.2f}x" if base else "-"
+        ratio = "-"
+        if impl == "marketprism" and mode in ratios:
+            r = ratios[mode]
+            ratio = f"{statistics.median(r):.2f}x ({min(r):.2f}-{max(r):.2f})"
+        elif impl == "cryptofeed":
+            ratio = "1.00x"
         print(f"| {mode} | {impl} | {med:,.0f} | {1e6 / med:.2f} | {lo:,.0f}-{hi:,.0f} "
               f"| {ratio} |")
     print(f"| (floor) | jsonlib.loads alone | {floor[0]:,.0f} | {1e6 / floor[0]:.2f} | "

@@ -2,8 +2,8 @@
 
 Run by ``bench/book.py`` with the Python of a venv holding ``cryptofeed<3`` (2.4.x, the last
 line that runs on Python 3.11); never imported by the project. Reads a job on stdin (JSON:
-depth frames, snapshot bodies, repeats), then one mode per line, answering each with one
-run's result (JSON line).
+depth frames, snapshot bodies), then requests for a number of passes in a mode, each
+answered with its result (JSON line).
 
 cryptofeed's real path runs: ``BinanceFutures.message_handler`` (``json.loads`` with
 ``parse_float=Decimal``, dispatch, ``_book``: ``_check_update_id``, Decimal levels into its C
@@ -68,8 +68,9 @@ def top5(feed) -> dict:
 
 
 async def main() -> None:
-    """Line protocol: the job (JSON), then ``<mode>`` lines, each answered by one run's
-    result (JSON line), so the parent can interleave our runs with cryptofeed's."""
+    """Line protocol: the job (JSON), then ``<mode>\t<passes>\t<warm-up 0|1>`` lines, each
+    answered by the result of those passes (JSON line), so the parent can interleave our
+    passes with cryptofeed's."""
     job = json.loads(sys.stdin.readline())
     data = {"symbols": [{"symbol": s, "baseAsset": s[:-4], "quoteAsset": "USDT",
                          "contractType": "PERPETUAL", "filters": [{"tickSize": "0.0001"}]}
@@ -78,17 +79,17 @@ async def main() -> None:
     print(json.dumps({"version": version("cryptofeed"), "python": sys.version.split()[0]}),
           flush=True)
     for line in sys.stdin:
-        mode = line.strip()
+        mode, passes, warm = line.rstrip("\n").split("\t")
         counter = [0]
-        await one_repeat(job, mode, counter)  # warm-up
-        counter[0] = 0
+        if warm == "1":
+            await one_repeat(job, mode, counter)
+            counter[0] = 0
         spent = 0
-        for _ in range(job["repeats"]):
+        for _ in range(int(passes)):
             ns, feed = await one_repeat(job, mode, counter)
             spent += ns
-        print(json.dumps({"ns": spent, "messages": len(job["frames"]) * job["repeats"],
+        print(json.dumps({"ns": spent, "messages": len(job["frames"]) * int(passes),
                           "callbacks": counter[0], "tops": top5(feed)}), flush=True)
-
 
 if __name__ == "__main__":
     asyncio.run(main())
