@@ -59,16 +59,17 @@ class Client:
 
     async def recv_until(self, pred: Callable[[Any], bool], timeout: float = DEADLINE,
                          keep: list[Any] | None = None) -> Any:
-        """Frames until one satisfies ``pred`` (earlier ones go to ``keep``)."""
+        """Frames until one satisfies ``pred``, which is returned; every frame read (that one
+        too) is appended to ``keep`` first."""
         end = time.monotonic() + timeout
         while True:
             left = end - time.monotonic()
             assert left > 0, "deadline passed waiting for a frame"
             obj = await self.recv(left)
-            if pred(obj):
-                return obj
             if keep is not None:
                 keep.append(obj)
+            if pred(obj):
+                return obj
 
     async def __aenter__(self) -> Client:
         return self

@@ -1,0 +1,473 @@
+"""Binance spot and USD-M futures, as the replay exchange speaks them.
+
+WebSocket: the combined-stream endpoint ``/stream`` (optionally ``?streams=a/b``), live
+``SUBSCRIBE`` / ``UNSUBSCRIBE`` / ``LIST_SUBSCRIPTIONS`` / ``SET_PROPERTY`` /
+``GET_PROPERTY`` requests, every push wrapped as ``{"stream": name, "data": event}``, and a
+server ping frame every ``ping_interval`` seconds (the connection is dropped when no pong
+comes back within ``pong_timeout``, as Binance does). REST: the depth snapshot, and on
+USD-M open interest, premium index and the global long/short account ratio.
+
+Decimals are strings: spot pads to 8 decimals (``"0.35210000"``), USD-M uses the symbol's
+own precision (``"7.6110"``). Book ids follow :mod:`supervisor.replay.market`: a REST
+snapshot is always straddled by a later ``depthUpdate``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import time
+from typing import Any, ClassVar
+
+from aiohttp import web
+
+from supervisor import jsonlib
+from supervisor.replay.market import Market, next_funding_time_ms, rate_text
+from supervisor.replay.session import (
+    BOOK_UPDATE,
+    DATA,
+    Session,
+    Stream,
+    broadcast,
+    json_response,
+    rest_faults,
+)
+
+SYMBOL_RE = re.compile(r"^[a-z0-9]{2,30}$")
+PERIODS = ("5m", "15m", "30m", "1h", "2h", "4h", "6h", "12h", "1d")
+PERIOD_MS = {"m": 60_000, "h": 3_600_000, "d": 86_400_000}
+METHODS = ("SUBSCRIBE", "UNSUBSCRIBE", "LIST_SUBSCRIPTIONS", "SET_PROPERTY", "GET_PROPERTY")
+
+
+def err(code: int, msg: str, req_id: Any) -> dict[str, Any]:
+    """Binance's WebSocket error answer: ``{"error": {"code", "msg"}, "id"}``."""
+    return {"error": {"code": code, "msg": msg}, "id": req_id}
+
+
+# ----- renderers: (stream, event) -> frame bytes -----------------------------------------
+def _levels(m: Market, changes: list[tuple[int, int, bool]]) -> str:
+    """Event changes (tick, lots, existed) as ``["price","size"]`` pairs."""
+    px, sz, pr, sr = m.px.cache, m.sz.cache, m.px.render, m.sz.render
+    return ",".join([f'["{px.get(t) or pr(t)}","{sz.get(n) or sr(n)}"]' for t, n, _ in changes])
+
+
+def _book(m: Market, levels: list[tuple[int, int]]) -> str:
+    """Snapshot levels (tick, lots) as ``["price","size"]`` pairs."""
+    px, sz, pr, sr = m.px.cache, m.sz.cache, m.px.render, m.sz.render
+    return ",".join([f'["{px.get(t) or pr(t)}","{sz.get(n) or sr(n)}"]' for t, n in levels])
+
+
+def render_depth_spot(st: Stream, ev: Any) -> bytes:
+    """Spot diff depth::
+
+        {"stream": "btcusdt@depth@100ms",
+         "data": {"e": "depthUpdate", "E": 1700000000000,   # event time, ms
+                  "s": "BTCUSDT",
+                  "U": 1000001, "u": 1000003,   # first / last update id in this event
+                  "b": [["30000.10000000", "0.52000000"]],   # absolute sizes, "0.0..." removes
+                  "a": [["30001.00000000", "0.00000000"]]}}
+    """
+    m = st.market
+    return (f'{{"stream":"{st.key}","data":{{"e":"depthUpdate","E":{ev.ts_ms},"s":"{m.symbol}",'
+            f'"U":{ev.first_id},"u":{ev.last_id},"b":[{_levels(m, ev.bids)}],'
+            f'"a":[{_levels(m, ev.asks)}]}}}}').encode()
+
+
+def render_depth_usdm(st: Stream, ev: Any) -> bytes:
+    """USD-M diff depth: as spot plus ``T`` (transaction time) and ``pu``::
+
+        {"e": "depthUpdate", "E": 1700000000000, "T": 1700000000000, "s": "BTCUSDT",
+         "U": 1000004, "u": 1000006,
+         "pu": 1000003,              # u of the previous event: must equal the last u applied
+         "b": [["30000.1", "0.520"]], "a": []}
+    """
+    m = st.market
+    return (f'{{"stream":"{st.key}","data":{{"e":"depthUpdate","E":{ev.ts_ms},"T":{ev.ts_ms},'
+            f'"s":"{m.symbol}","U":{ev.first_id},"u":{ev.last_id},"pu":{ev.prev_last_id},'
+            f'"b":[{_levels(m, ev.bids)}],"a":[{_levels(m, ev.asks)}]}}}}').encode()
+
+
+def render_trade(st: Stream, ev: Any) -> bytes:
+    """``{"e":"trade","E":..,"s":"BTCUSDT","t":id,"p":"..","q":"..","T":..,"m":buyer is maker}``."""
+    m = st.market
+    return (f'{{"stream":"{st.key}","data":{{"e":"trade","E":{ev.ts_ms},"s":"{m.symbol}",'
+            f'"t":{ev.trade_id},"p":"{m.price_text(ev.tick)}","q":"{m.size_text(ev.lots)}",'
+            f'"T":{ev.ts_ms},"m":{"false" if ev.buy else "true"},"M":true}}}}').encode()
+
+
+def render_agg_trade(st: Stream, ev: Any) -> bytes:
+    """``{"e":"aggTrade",..,"a":agg id,"p","q","f":first trade id,"l":last trade id,"m"}``."""
+    m = st.market
+    tail = ',"M":true' if st.session.venue == "binance_spot" else ""
+    return (f'{{"stream":"{st.key}","data":{{"e":"aggTrade","E":{ev.ts_ms},"s":"{m.symbol}",'
+            f'"a":{ev.trade_id},"p":"{m.price_text(ev.tick)}","q":"{m.size_text(ev.lots)}",'
+            f'"f":{ev.first_id},"l":{ev.last_id},"T":{ev.ts_ms},'
+            f'"m":{"false" if ev.buy else "true"}{tail}}}}}').encode()
+
+
+# ----- sessions ---------------------------------------------------------------------------
+class BinanceSpotSession(Session):
+    """``/binance/spot/stream``: spot streams ``<s>@depth[@100ms]``, ``@trade``, ``@aggTrade``."""
+
+    venue: ClassVar[str] = "binance_spot"
+    price_style: ClassVar[tuple[str, int | None]] = ("fixed", 8)
+    # stream type -> kind; "depth" also accepts an update speed suffix
+    stream_types: ClassVar[dict[str, str]] = {"depth": "book", "trade": "trade",
+                                              "aggTrade": "aggtrade"}
+    depth_speeds: ClassVar[tuple[str, ...]] = ("100ms", "1000ms")
+    weights: ClassVar[dict[str, int]] = {"book": 10, "trade": 4, "aggtrade": 4, "funding": 1,
+                                         "liquidation": 1}
+    render_depth = staticmethod(render_depth_spot)
+
+    def __init__(self, *args: Any) -> None:
+        super().__init__(*args)
+        self.producers = {"book": self.produce_book, "trade": self.produce_trade,
+                          "aggtrade": self.produce_trade, "funding": self.produce_funding,
+                          "liquidation": self.produce_liquidation}
+
+    def market(self, symbol: str) -> Market:
+        style, decimals = self.price_style
+        return self.rx.markets.get(self.venue, symbol.upper(), style, decimals)
+
+    def parse_stream(self, name: Any) -> tuple[str, str] | None:
+        """``btcusdt@depth@100ms`` -> ("book", "BTCUSDT"); None if not served."""
+        if not isinstance(name, str):
+            return None
+        if self.recording is not None:
+            if name in self.recording.keys:
+                return self.recording.keys[name], name.split("@", 1)[0].upper()
+            return None
+        sym, _, rest = name.partition("@")
+        typ, _, speed = rest.partition("@")
+        kind = self.stream_types.get(typ)
+        if kind is None or not SYMBOL_RE.match(sym):
+            return None
+        if speed and not (typ == "depth" and speed in self.depth_speeds
+                          or typ == "markPrice" and speed == "1s"):
+            return None
+        return kind, sym.upper()
+
+    async def on_open(self) -> None:
+        """``/stream?streams=a/b/c`` subscribes at connect time (no ack is sent)."""
+        for name in self.query.get("streams", "").split("/"):
+            parsed = self.parse_stream(name)
+            if parsed is not None:
+                self.subscribe_one(name, *parsed)
+        self.flush()
+
+    def subscribe_one(self, name: str, kind: str, symbol: str) -> None:
+        market = None if self.recording is not None else self.market(symbol)
+        self.add_stream(name, kind, market)
+
+    def on_text(self, text: str) -> None:
+        """Requests::
+
+            {"method": "SUBSCRIBE", "params": ["btcusdt@depth@100ms"], "id": 1}
+            -> {"result": null, "id": 1}
+            {"method": "LIST_SUBSCRIPTIONS", "id": 3}
+            -> {"result": ["btcusdt@depth@100ms"], "id": 3}
+            bad input -> {"error": {"code": 2, "msg": "Invalid request: ..."}, "id": ...}
+        """
+        try:
+            req = jsonlib.loads(text)
+        except jsonlib.JSONDecodeError:
+            self.send_json(err(3, "Invalid JSON: expected value at line 1 column 1", None))
+            return
+        if not isinstance(req, dict):
+            self.send_json(err(2, "Invalid request: expected an object", None))
+            return
+        req_id = req.get("id")
+        if isinstance(req_id, bool) or not isinstance(req_id, int) or req_id < 0:
+            self.send_json(err(2, "Invalid request: request ID must be an unsigned integer",
+                               None))
+            return
+        method = req.get("method")
+        if method is None:
+            self.send_json(err(2, "Invalid request: missing field `method`", req_id))
+            return
+        if method not in METHODS:
+            self.send_json(err(2, f"Invalid request: unknown variant {method}, expected one of "
+                                  f"{', '.join(METHODS)}", req_id))
+            return
+        params = req.get("params", [])
+        if method == "LIST_SUBSCRIPTIONS":
+            self.send_json({"result": list(self.streams), "id": req_id})
+        elif method in ("SET_PROPERTY", "GET_PROPERTY"):
+            self._property(method, params, req_id)
+        elif not isinstance(params, list) or not params:
+            self.send_json(err(2, "Invalid request: params must be a non-empty array of "
+                                  "stream names", req_id))
+        elif method == "SUBSCRIBE":
+            parsed = [self.parse_stream(p) for p in params]
+            bad = [p for p, ok in zip(params, parsed, strict=True) if ok is None]
+            if bad:
+                self.send_json(err(2, f"Invalid request: unknown stream name {bad[0]!r}",
+                                   req_id))
+                return
+            self.send_json({"result": None, "id": req_id})
+            for name, (kind, symbol) in zip(params, parsed, strict=True):  # type: ignore[misc]
+                self.subscribe_one(name, kind, symbol)
+        else:
+            for name in params:
+                if isinstance(name, str):
+                    self.remove_stream(name)
+            self.send_json({"result": None, "id": req_id})
+
+    def _property(self, method: str, params: Any, req_id: int) -> None:
+        if not isinstance(params, list) or not params or not isinstance(params[0], str):
+            self.send_json(err(2, "Invalid request: property name must be a string", req_id))
+        elif params[0] != "combined":
+            self.send_json(err(0, "Unknown property", req_id))
+        elif method == "GET_PROPERTY":
+            self.send_json({"result": True, "id": req_id})
+        elif len(params) < 2 or not isinstance(params[1], bool):
+            self.send_json(err(1, "Invalid value type: expected Boolean", req_id))
+        else:  # raw (non-combined) payloads are not served: /stream is always combined
+            self.send_json({"result": None, "id": req_id})
+
+    async def keepalive(self) -> None:
+        """Ping frames every ``ping_interval``; no pong within ``pong_timeout``: disconnect."""
+        interval = self.cfg.ping_interval
+        if interval <= 0:
+            return
+        while not self.closed:
+            await asyncio.sleep(interval)
+            if self.stalled_until:
+                self.last_pong = self.loop.time()
+                continue
+            if self.loop.time() - self.last_pong > self.cfg.pong_timeout:
+                self.stats.heartbeat_timeouts += 1
+                await self.ws.close(message=b"pong timeout")
+                return
+            self.send_control(0x9)
+
+    # ----- producers -------------------------------------------------------------------------
+    def produce_book(self, st: Stream) -> None:
+        market = st.market
+        broadcast(market, "book", self.render_depth, market.next_book_event(), DATA | BOOK_UPDATE)
+
+    def produce_trade(self, st: Stream) -> None:
+        aggregate = st.kind == "aggtrade"
+        ev = st.market.next_trade(aggregate)
+        broadcast(st.market, st.kind, render_agg_trade if aggregate else render_trade, ev, DATA)
+
+    def produce_funding(self, st: Stream) -> None:
+        raise NotImplementedError  # USD-M only
+
+    def produce_liquidation(self, st: Stream) -> None:
+        raise NotImplementedError  # USD-M only
+
+    def malformed_frame(self, stream: Stream, mode: str) -> bytes:
+        if mode == "fields":  # a depthUpdate without ids or levels
+            return (f'{{"stream":"{stream.key}","data":{{"e":"depthUpdate",'
+                    f'"E":{time.time_ns() // 1000000}}}}}').encode()
+        return f'{{"stream":"{stream.key}","data":{{"e":"depthUpd'.encode()
+
+
+class BinanceUsdmSession(BinanceSpotSession):
+    """``/binance/derivatives/stream``: adds ``pu``, ``@markPrice[@1s]``, ``@forceOrder``."""
+
+    venue: ClassVar[str] = "binance_derivatives"
+    price_style: ClassVar[tuple[str, int | None]] = ("fixed", None)
+    stream_types: ClassVar[dict[str, str]] = {"depth": "book", "trade": "trade",
+                                              "aggTrade": "aggtrade", "markPrice": "funding",
+                                              "forceOrder": "liquidation"}
+    depth_speeds: ClassVar[tuple[str, ...]] = ("100ms", "250ms", "500ms")
+    render_depth = staticmethod(render_depth_usdm)
+
+    def produce_funding(self, st: Stream) -> None:
+        """Mark price and funding::
+
+            {"e": "markPriceUpdate", "E": 1700000000000, "s": "BTCUSDT",
+             "p": "30000.5", "i": "30000.1",   # mark / index price
+             "P": "30000.2",                   # estimated settle price
+             "r": "0.00010000",                # funding rate
+             "T": 1700006400000}               # next funding time, ms
+        """
+        m = st.market
+        rate = rate_text(m.next_funding(), 8)
+        mark = m.mark_price()
+        now = time.time_ns() // 1000000
+        payload = (f'{{"stream":"{st.key}","data":{{"e":"markPriceUpdate","E":{now},'
+                   f'"s":"{m.symbol}","p":"{mark}","i":"{mark}","P":"{mark}","r":"{rate}",'
+                   f'"T":{next_funding_time_ms(now)}}}}}').encode()
+        st.session.deliver(st, payload, DATA)
+
+    def produce_liquidation(self, st: Stream) -> None:
+        """Forced liquidation order::
+
+            {"e": "forceOrder", "E": 1700000000000,
+             "o": {"s": "BTCUSDT", "S": "SELL",   # side of the liquidation order
+                   "o": "LIMIT", "f": "IOC", "q": "0.014", "p": "29990.0", "ap": "29990.0",
+                   "X": "FILLED", "l": "0.014", "z": "0.014", "T": 1700000000000}}
+        """
+        m = st.market
+        ev = m.next_trade()
+        side = "SELL" if ev.buy else "BUY"
+        px, qty = m.price_text(ev.tick), m.size_text(ev.lots)
+        payload = (f'{{"stream":"{st.key}","data":{{"e":"forceOrder","E":{ev.ts_ms},"o":{{'
+                   f'"s":"{m.symbol}","S":"{side}","o":"LIMIT","f":"IOC","q":"{qty}",'
+                   f'"p":"{px}","ap":"{px}","X":"FILLED","l":"{qty}","z":"{qty}",'
+                   f'"T":{ev.ts_ms}}}}}}}').encode()
+        st.session.deliver(st, payload, DATA)
+
+
+# ----- REST ---------------------------------------------------------------------------------
+def _error(status: int, retry_after: float) -> web.Response:
+    if status == 429:
+        return json_response({"code": -1003, "msg": "Too many requests; current limit of IP is "
+                              "2400 requests per minute."}, 429,
+                             {"Retry-After": f"{retry_after:g}"})
+    return json_response({"code": -1001, "msg": "Internal error; unable to process your "
+                          "request. Please try again."}, status)
+
+
+def _bad(code: int, msg: str) -> web.Response:
+    return json_response({"code": code, "msg": msg}, 400)
+
+
+class BinanceRest:
+    """REST handlers of one Binance endpoint (spot or USD-M)."""
+
+    def __init__(self, rx: Any, session_cls: type[BinanceSpotSession], prefix: str) -> None:
+        self.rx = rx
+        self.prefix = prefix
+        self.venue = session_cls.venue
+        self.style = session_cls.price_style
+        self.usdm = self.venue == "binance_derivatives"
+
+    def market(self, symbol: str) -> Market:
+        return self.rx.markets.get(self.venue, symbol, *self.style)
+
+    def _symbol(self, request: web.Request) -> str | None:
+        sym = request.query.get("symbol", "")
+        return sym if SYMBOL_RE.match(sym.lower()) and sym == sym.upper() else None
+
+    def _recorded(self, request: web.Request, symbol: str) -> web.Response | None:
+        rec = self.rx.recordings.get(self.venue)
+        if rec is None:
+            return None
+        body = rec.rest_body(request.path[len(self.prefix):], symbol)
+        return None if body is None else web.Response(text=body,
+                                                      content_type="application/json")
+
+    async def depth(self, request: web.Request) -> web.Response:
+        """``GET /api/v3/depth`` / ``/fapi/v1/depth?symbol=BTCUSDT&limit=1000``::
+
+            {"lastUpdateId": 1027024,
+             "E": 1700000000000, "T": 1700000000000,   # USD-M only
+             "bids": [["4.00000000", "431.00000000"]], "asks": [["4.00000200", "12.00000000"]]}
+        """
+        symbol = self._symbol(request)
+        outcome = await rest_faults(self.rx, self.venue, symbol, True, _error)
+        if isinstance(outcome, web.Response):
+            return outcome
+        if symbol is None:
+            return _bad(-1121, "Invalid symbol.")
+        try:
+            limit = int(request.query.get("limit", "500" if self.usdm else "100"))
+        except ValueError:
+            return _bad(-1100, "Illegal characters found in parameter 'limit'.")
+        limit = max(1, min(limit, 1000 if self.usdm else 5000))
+        recorded = self._recorded(request, symbol)
+        if recorded is not None:
+            body: bytes | web.Response = recorded
+        else:
+            body = self._snapshot(symbol, limit)
+        if outcome:
+            await asyncio.sleep(outcome)
+        return body if isinstance(body, web.Response) else web.Response(
+            body=body, content_type="application/json")
+
+    def _snapshot(self, symbol: str, limit: int) -> bytes:
+        m = self.market(symbol)
+        last, bids, asks = m.rest_snapshot(limit)
+        fault = self.rx.faults.take(self.venue, "huge_book", symbol) \
+            if self.venue in self.rx.faults.armed else None
+        if fault is not None:
+            far_b, far_a = m.far_levels(fault.params["levels"])
+            bids, asks = bids + far_b, asks + far_a
+        now = time.time_ns() // 1000000
+        times = f'"E":{now},"T":{now},' if self.usdm else ""
+        return (f'{{"lastUpdateId":{last},{times}"bids":[{_book(m, bids)}],'
+                f'"asks":[{_book(m, asks)}]}}').encode()
+
+    async def open_interest(self, request: web.Request) -> web.Response:
+        """``GET /fapi/v1/openInterest?symbol=`` ->
+        ``{"openInterest": "10659.509", "symbol": "BTCUSDT", "time": 1589437530011}``."""
+        symbol = self._symbol(request)
+        outcome = await rest_faults(self.rx, self.venue, symbol, False, _error)
+        if isinstance(outcome, web.Response):
+            return outcome
+        if symbol is None:
+            return _bad(-1121, "Invalid symbol.")
+        m = self.market(symbol)
+        return json_response({"openInterest": m.size_text(m.next_open_interest()),
+                              "symbol": symbol, "time": time.time_ns() // 1000000})
+
+    async def premium_index(self, request: web.Request) -> web.Response:
+        """``GET /fapi/v1/premiumIndex?symbol=``: mark price and the current funding rate."""
+        symbol = self._symbol(request)
+        outcome = await rest_faults(self.rx, self.venue, symbol, False, _error)
+        if isinstance(outcome, web.Response):
+            return outcome
+        if symbol is None:
+            return _bad(-1121, "Invalid symbol.")
+        m = self.market(symbol)
+        mark, now = m.mark_price(), time.time_ns() // 1000000
+        return json_response({"symbol": symbol, "markPrice": mark, "indexPrice": mark,
+                              "estimatedSettlePrice": mark,
+                              "lastFundingRate": rate_text(m.funding_e8, 8),
+                              "interestRate": "0.00010000",
+                              "nextFundingTime": next_funding_time_ms(now), "time": now})
+
+    async def long_short(self, request: web.Request) -> web.Response:
+        """``GET /futures/data/globalLongShortAccountRatio?symbol=&period=5m&limit=30``::
+
+            [{"symbol": "BTCUSDT", "longShortRatio": "1.8105",
+              "longAccount": "0.6442", "shortAccount": "0.3558",
+              "timestamp": 1583139600000}, ...]          # oldest first
+        """
+        symbol = self._symbol(request)
+        outcome = await rest_faults(self.rx, self.venue, symbol, False, _error)
+        if isinstance(outcome, web.Response):
+            return outcome
+        if symbol is None:
+            return _bad(-1121, "Invalid symbol.")
+        period = request.query.get("period", "")
+        if period not in PERIODS:
+            return _bad(-1102, "Mandatory parameter 'period' was not sent, was empty/null, "
+                               "or malformed.")
+        try:
+            limit = max(1, min(500, int(request.query.get("limit", "30"))))
+        except ValueError:
+            return _bad(-1100, "Illegal characters found in parameter 'limit'.")
+        m = self.market(symbol)
+        step = int(period[:-1]) * PERIOD_MS[period[-1]]
+        last = time.time_ns() // 1000000 // step * step
+        rows = []
+        for i in range(limit):
+            ratio = m.next_ratio()
+            long_e4 = ratio * 10000 // (ratio + 10000)
+            rows.append({"symbol": symbol, "longShortRatio": rate_text(ratio, 4),
+                         "longAccount": rate_text(long_e4, 4),
+                         "shortAccount": rate_text(10000 - long_e4, 4),
+                         "timestamp": last - (limit - 1 - i) * step})
+        return json_response(rows)
+
+
+def routes(rx: Any) -> list[web.RouteDef]:
+    """Both Binance endpoints under ``/binance/spot`` and ``/binance/derivatives``."""
+    out = []
+    for prefix, cls, depth_path in (("/binance/spot", BinanceSpotSession, "/api/v3/depth"),
+                                    ("/binance/derivatives", BinanceUsdmSession,
+                                     "/fapi/v1/depth")):
+        rest = BinanceRest(rx, cls, prefix)
+        out += [web.get(prefix + "/stream", rx.ws_handler(cls)),
+                web.get(prefix + depth_path, rest.depth)]
+        if cls is BinanceUsdmSession:
+            out += [web.get(prefix + "/fapi/v1/openInterest", rest.open_interest),
+                    web.get(prefix + "/fapi/v1/premiumIndex", rest.premium_index),
+                    web.get(prefix + "/futures/data/globalLongShortAccountRatio",
+                            rest.long_short)]
+    return out
