@@ -31,8 +31,12 @@ class BookSide:
     def load(self, levels: Iterable[Level]) -> None:
         """Replace the side with a snapshot (zero-size levels are dropped)."""
         sign = self.sign
-        self.levels = {sign * float(lv[0]): lv for lv in levels if float(lv[1]) != 0.0}
-        self.keys = sorted(self.levels)
+        book = {sign * float(lv[0]): lv for lv in levels if float(lv[1]) != 0.0}
+        for k in book:
+            if k - k != 0.0:  # nan or inf: would corrupt the ordering
+                raise ValueError(f"non-finite price level {book[k][0]!r}")
+        self.levels = book
+        self.keys = sorted(book)
 
     def apply(self, levels: Iterable[Level]) -> None:
         """Apply absolute-size updates; size 0 removes (removing an absent level is fine)."""
@@ -46,6 +50,8 @@ class BookSide:
                     del keys[bisect_left(keys, k)]
             else:
                 if k not in book:
+                    if k - k != 0.0:  # nan or inf: would corrupt the ordering
+                        raise ValueError(f"non-finite price level {lv[0]!r}")
                     insort(keys, k)
                 book[k] = lv
 

@@ -118,3 +118,15 @@ def test_format_and_parse_decimal_are_inverse(m, e):
     text = codec.format_decimal(m, e)
     pm, pe = codec.parse_decimal(text)
     assert Decimal(pm).scaleb(pe) == Decimal(m).scaleb(e)
+
+
+def test_book_rejects_non_finite_prices():
+    from supervisor.book import OrderBook
+
+    book = OrderBook("X")
+    with pytest.raises(ValueError, match="non-finite"):
+        book.load([["nan", "1"]], [], 1)
+    book.load([["1", "1"]], [["2", "1"]], 1)
+    with pytest.raises(ValueError, match="non-finite"):
+        book.apply([["inf", "1"]], [], 2)
+    assert book.bids.keys == [-1.0]
