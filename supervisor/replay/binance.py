@@ -157,7 +157,7 @@ class BinanceSpotSession(Session):
 
     def subscribe_one(self, name: str, kind: str, symbol: str) -> None:
         market = None if self.recording is not None else self.market(symbol)
-        self.add_stream(name, kind, market)
+        self.add_stream(name, kind, market, symbol=symbol)
 
     def on_text(self, text: str) -> None:
         """Requests::

@@ -194,7 +194,8 @@ class DeribitSession(Session):
         self.reply(req_id, list(channels))
         for channel, (kind, name) in zip(channels, parsed, strict=True):  # type: ignore[misc]
             if self.recording is not None:
-                st = self.add_stream(channel, kind, None)
+                st = self.add_stream(channel, kind, None,
+                                     symbol=None if kind == "volidx" else name)
                 recorded = self.recording.channels.get(self.record_key_of(channel))
                 if recorded and recorded != channel:
                     st.rename = (f'"channel":"{recorded}"'.encode(),

@@ -190,7 +190,7 @@ class OkxSession(Session):
         market = None if self.recording is not None or inst is None else self.market(inst)
         prefix = jsonlib.dumps({"arg": {"channel": channel, "instId": inst} if inst else
                                 {"channel": channel, "instType": arg["instType"]}}).decode()
-        st = self.add_stream(key, kind, market, prefix[:-1])  # '{"arg":{..}' without the '}'
+        st = self.add_stream(key, kind, market, prefix[:-1], inst)  # extra: '{"arg":{..}'
         if kind == "book" and market is not None:
             self.send_snapshot(st)
 

@@ -69,14 +69,16 @@ def frame_header(n: int, opcode: int = 0x1) -> bytes:
 class Stream:
     """One subscription of one connection (a Binance stream, an OKX arg, a Deribit channel)."""
 
-    __slots__ = ("session", "key", "kind", "market", "weight", "extra", "rename")
+    __slots__ = ("session", "key", "kind", "market", "symbol", "weight", "extra", "rename")
 
     def __init__(self, session: Session, key: str, kind: str, market: Market | None,
-                 weight: int, extra: Any = None) -> None:
+                 weight: int, extra: Any = None, symbol: str | None = None) -> None:
         self.session = session
         self.key = key  # the venue's name for it, as the client subscribed
         self.kind = kind  # book | trade | aggtrade | funding | oi | liquidation | ticker | volidx
-        self.market = market  # None for venue-wide streams (OKX liquidation-orders)
+        self.market = market  # None for venue-wide streams and recordings
+        # venue symbol id (fault matching); None for venue-wide streams
+        self.symbol = symbol if symbol is not None else market.symbol if market else None
         self.weight = weight  # share of the connection's message rate
         self.extra = extra  # venue detail (e.g. the OKX arg)
         self.rename: tuple[bytes, bytes] | None = None  # playback: recorded -> subscribed name
@@ -235,12 +237,12 @@ class Session:
             self.transport.abort()
 
     # ----- subscriptions ---------------------------------------------------------------------
-    def add_stream(self, key: str, kind: str, market: Market | None, extra: Any = None
-                   ) -> Stream:
+    def add_stream(self, key: str, kind: str, market: Market | None, extra: Any = None,
+                   symbol: str | None = None) -> Stream:
         st = self.streams.get(key)
         if st is not None:
             return st
-        st = Stream(self, key, kind, market, self.weights.get(kind, 1), extra)
+        st = Stream(self, key, kind, market, self.weights.get(kind, 1), extra, symbol)
         self.streams[key] = st
         if market is not None:
             market.streams.setdefault(kind, []).append(st)
@@ -344,7 +346,7 @@ class Session:
                       ) -> bytes | None:
         faults = self.faults
         venue = self.venue
-        symbol = stream.market.symbol if stream.market is not None else None
+        symbol = stream.symbol
         if faults.take(venue, "disconnect", symbol) is not None:
             log.info("%s conn#%d fault: disconnect", venue, self.id)
             self.abort()
