@@ -330,3 +330,20 @@ def test_pid_alive_rejects_dead_zombie_and_recycled_pids():
     child.wait()
     assert not pid_alive(child.pid, None)
     assert not pid_alive(0, None)
+
+
+def test_pid_hidden_from_proc_falls_back_to_kill_zero(monkeypatch):
+    """ProtectProc=invisible + PrivateUsers=yes hide other services' /proc entries."""
+    import subprocess
+    import sys
+
+    from supervisor.aggregator import sources
+
+    def hidden(pid: int) -> None:
+        raise psutil.NoSuchProcess(pid)
+
+    monkeypatch.setattr(sources.psutil, "Process", hidden)
+    assert sources.pid_alive(os.getpid(), 0.0)  # exists: kill(pid, 0) succeeds
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()
+    assert not sources.pid_alive(child.pid, None)  # ESRCH

@@ -14,6 +14,7 @@ Nothing here raises for a bad block: a missing, truncated or malformed block bec
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable, Mapping
 from typing import Any, NamedTuple
@@ -86,7 +87,10 @@ def pid_alive(pid: int, started: Any) -> bool:
     """True when ``pid`` runs, is not a zombie, and started no later than the block's writer.
 
     The start-time check catches a recycled pid: a dead collector's pid reused by an
-    unrelated process must not make a stale block look alive.
+    unrelated process must not make a stale block look alive. Under the units' sandboxing
+    (``ProtectProc=invisible`` with ``PrivateUsers=yes``) another service's ``/proc/<pid>``
+    is hidden from us; then ``kill(pid, 0)`` still tells a live process (success or EPERM)
+    from a dead one (ESRCH), without the zombie and reuse checks.
     """
     if pid <= 0:
         return False
@@ -98,9 +102,16 @@ def pid_alive(pid: int, started: Any) -> bool:
             return proc.create_time() <= started + _PID_REUSE_SLACK
         return True
     except psutil.NoSuchProcess:
-        return False
-    except psutil.AccessDenied:  # another user's process: it exists
+        pass  # gone, or hidden from this process's /proc
+    except psutil.AccessDenied:  # visible but not readable: it exists
         return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def read(name: str, now_ns: int,
