@@ -1,0 +1,7 @@
+"""``python -m shm``: see :mod:`shm.cli`."""
+
+import sys
+
+from shm.cli import main
+
+sys.exit(main())
