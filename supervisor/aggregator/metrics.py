@@ -25,26 +25,23 @@ counters written for node_exporter's textfile collector.
 
 from __future__ import annotations
 
-import re
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from typing import Any
 
-from prometheus_client.metrics_core import (
-    CounterMetricFamily,
-    GaugeMetricFamily,
-    HistogramMetricFamily,
-    Metric,
-    UnknownMetricFamily,
-)
+from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
-from prometheus_client.utils import floatToGoString
 
+from supervisor.aggregator.analyzer_metrics import export_analyzer
+from supervisor.aggregator.families import (
+    BASE,
+    PREFIX,
+    Families,
+    cumulative_buckets,
+    metric_name,
+)
 from supervisor.aggregator.health import HEALTHY, instance_health, number, numbers
 from supervisor.aggregator.sources import InstanceSample, Sample
 from supervisor.aggregator.units import ACTIVE_STATES
-
-PREFIX = "marketprism_"
-BASE = ("instance", "exchange", "market")
 
 # Collector-document scalars: doc key -> (metric name without prefix, kind, help).
 # Kinds: "counter" gets "_total" appended; "gauge" as is.
@@ -78,42 +75,6 @@ PROCESS_SCALARS: tuple[tuple[str, str, str, str], ...] = (
     ("loop_lag_max", "event_loop_lag_max_seconds", "gauge",
      "Largest event-loop lag since the process started."),
 )
-# Analyzer scalars we know the meaning of (supervisor/analyzer/output.py: stats_doc):
-# key -> (name, kind, help). Every other numeric field is exported generically as
-# ``marketprism_analyzer_<key>`` (untyped; a counter when the key ends in "_total").
-ANALYZER_KNOWN: dict[str, tuple[str, str, str]] = {
-    "lag": ("analyzer_lag_records", "gauge", "Ring records written but not yet analyzed."),
-    "committed_seq": ("analyzer_committed_sequence", "gauge",
-                      "Last ring sequence the analyzer committed (a restart resumes after it)."),
-    "ring_seq": ("analyzer_sequence", "gauge", "Ring sequence of the last event analyzed."),
-    "events": ("analyzer_events", "counter", "Events the analyzer processed."),
-    "batches": ("analyzer_batches", "counter", "Batches the analyzer processed."),
-    "lost": ("analyzer_lost_records", "counter", "Records the analyzer lost (lapped)."),
-    "overruns": ("analyzer_overruns", "counter",
-                 "Times the writer lapped the analyzer (or ZeroMQ drops in zmq mode)."),
-    "sequence_gaps": ("analyzer_sequence_gaps", "counter",
-                      "Book update chains broken in the analyzer's view."),
-    "gaps": ("analyzer_gaps", "counter", "Overruns plus sequence gaps."),
-    "no_book": ("analyzer_events_without_book", "counter",
-                "Book deltas that arrived before the analyzer had the book."),
-    "seeds": ("analyzer_book_seeds", "counter", "Books seeded from a snapshot."),
-    "results_sent": ("analyzer_results_sent", "counter", "Analysis results published."),
-    "results_dropped": ("analyzer_results_dropped", "counter",
-                        "Analysis results dropped by a slow subscriber."),
-    "symbols": ("analyzer_symbols", "gauge", "Symbols the analyzer tracks."),
-    "books_valid": ("analyzer_books_valid", "gauge", "Books the analyzer holds in sync."),
-    "snapshot_requests": ("analyzer_snapshot_requests", "counter",
-                          "Book snapshots requested from the collector (ZeroMQ mode)."),
-    "malformed": ("analyzer_malformed_messages", "counter", "Messages that failed to decode."),
-}
-# Analyzer fields not exported: identity, derived rates, per-symbol analysis, and what the
-# per-role process families or the dict handlers below already cover.
-ANALYZER_SKIP = frozenset({
-    "rss", "cpu_seconds", "started", "loop_lag", "loop_lag_max", "pid", "ready", "event_rate",
-    "analysis", "quality", "plugin", "events_by_type", "upstream_gaps",
-})
-# Per-symbol quality flags in ``quality`` (lists of symbols) -> gauge of how many.
-QUALITY_FLAGS = ("stale", "crossed", "misaligned")
 # Known latency stages: doc key after "latency_" -> stage label.
 STAGES = {"recv_ring": "receive_to_ring", "exchange_recv": "exchange_to_receive",
           "recv_analyzer": "receive_to_analyzer", "ring_analyzer": "ring_to_analyzer"}
@@ -127,79 +88,10 @@ TEXTFILE_FAMILIES = frozenset(PREFIX + n for n in (
     "ring_reader_lag_records", "ring_reader_lost_records", "analyzer_lag_records",
     "analyzer_lost_records", "analyzer_gaps", "quality_violations", "systemd_available",
 ))
-_NAME_BAD = re.compile(r"[^a-zA-Z0-9_]")
-
-
-class _Families:
-    """Metric families built on demand, in first-use order, with fixed label names.
-
-    A family's kind and label names are fixed by its first use; a later use that disagrees
-    (a generic analyzer field colliding with a known family) is dropped, never mixed in.
-    """
-
-    _CLASSES: dict[str, type[Metric]] = {
-        "counter": CounterMetricFamily, "gauge": GaugeMetricFamily,
-        "histogram": HistogramMetricFamily, "unknown": UnknownMetricFamily,
-    }
-
-    def __init__(self) -> None:
-        self._by_name: dict[str, tuple[Metric, str, tuple[str, ...]]] = {}
-
-    def add(self, kind: str, name: str, doc: str, labels: Sequence[str],
-            values: Sequence[str], value: float) -> None:
-        fam = self._family(kind, name, doc, labels)
-        if fam is not None:
-            fam.add_metric(list(values), value)  # type: ignore[attr-defined]
-
-    def histogram(self, name: str, doc: str, labels: Sequence[str], values: Sequence[str],
-                  buckets: list[tuple[str, float]], sum_value: float) -> None:
-        fam = self._family("histogram", name, doc, labels)
-        if fam is not None:
-            fam.add_metric(list(values), buckets, sum_value)  # type: ignore[attr-defined]
-
-    def _family(self, kind: str, name: str, doc: str, labels: Sequence[str]) -> Metric | None:
-        entry = self._by_name.get(name)
-        if entry is None:
-            fam = self._CLASSES[kind](PREFIX + name, doc, labels=list(labels))
-            self._by_name[name] = (fam, kind, tuple(labels))
-            return fam
-        fam, known_kind, known_labels = entry
-        return fam if (known_kind, known_labels) == (kind, tuple(labels)) else None
-
-    def __iter__(self) -> Iterator[Metric]:
-        return iter(fam for fam, _, _ in self._by_name.values())
-
-
-def cumulative_buckets(hist: Any) -> tuple[list[tuple[str, float]], float] | None:
-    """``{bounds, counts, sum, count}`` (non-cumulative) -> Prometheus buckets and sum.
-
-    Returns None for anything that is not a well-formed histogram: ``len(counts)`` must be
-    ``len(bounds) + 1`` (the last count is the +Inf bucket), bounds strictly increasing.
-    """
-    if not isinstance(hist, dict):
-        return None
-    bounds, counts, total = hist.get("bounds"), hist.get("counts"), hist.get("sum")
-    if not (isinstance(bounds, list) and isinstance(counts, list)
-            and len(counts) == len(bounds) + 1 and isinstance(total, int | float)):
-        return None
-    if not all(isinstance(b, int | float) and not isinstance(b, bool) for b in bounds) or \
-            not all(isinstance(c, int) and not isinstance(c, bool) and c >= 0 for c in counts):
-        return None
-    if any(b >= c for b, c in zip(bounds, bounds[1:], strict=False)):
-        return None
-    buckets = []
-    running = 0
-    for bound, count in zip(bounds, counts, strict=False):
-        running += count
-        buckets.append((floatToGoString(bound), float(running)))
-    buckets.append(("+Inf", float(running + counts[-1])))
-    return buckets, float(total)
-
-
 def stage_name(key: str) -> str:
     """``latency_recv_ring`` -> ``receive_to_ring`` (unknown stages keep their suffix)."""
     suffix = key[len("latency_"):]
-    return STAGES.get(suffix, _NAME_BAD.sub("_", suffix))
+    return STAGES.get(suffix, metric_name(suffix))
 
 
 class MarketprismCollector(Collector):
@@ -232,7 +124,7 @@ class MarketprismCollector(Collector):
 
 def build_families(sample: Sample, version: str = "", json_backend: str = "") -> list[Metric]:
     """All families for one sample (a pure function; tests call it directly)."""
-    f = _Families()
+    f = Families()
     f.add("gauge", "build_info", "marketprism version and JSON backend, value 1.",
           ("version", "json_backend"), (version or "unknown", json_backend or "unknown"), 1)
     f.add("gauge", "aggregator_start_time_seconds", "Aggregator start, seconds since the epoch.",
@@ -244,7 +136,7 @@ def build_families(sample: Sample, version: str = "", json_backend: str = "") ->
     return list(f)
 
 
-def _instance(f: _Families, sample: Sample, inst: InstanceSample) -> None:
+def _instance(f: Families, sample: Sample, inst: InstanceSample) -> None:
     cfg = inst.config
     base = (cfg.name, cfg.exchange, cfg.market)
     health = instance_health(sample, inst)
@@ -285,11 +177,11 @@ def _instance(f: _Families, sample: Sample, inst: InstanceSample) -> None:
         _latencies(f, base, doc)
     _units(f, base, inst)
     _collector(f, base, inst)
-    _analyzer(f, base, inst)
+    export_analyzer(f, base, inst)
     _ring(f, base, inst)
 
 
-def _latencies(f: _Families, base: tuple[str, ...], doc: dict[str, Any] | None) -> None:
+def _latencies(f: Families, base: tuple[str, ...], doc: dict[str, Any] | None) -> None:
     for key, value in (doc or {}).items():
         if not key.startswith("latency_"):
             continue
@@ -300,7 +192,7 @@ def _latencies(f: _Families, base: tuple[str, ...], doc: dict[str, Any] | None) 
                         "receive_to_analyzer).", (*BASE, "stage"), (*base, stage_name(key)), *hist)
 
 
-def _units(f: _Families, base: tuple[str, ...], inst: InstanceSample) -> None:
+def _units(f: Families, base: tuple[str, ...], inst: InstanceSample) -> None:
     for role, unit in inst.units.items():
         labels = (*base, role)
         f.add("gauge", "unit_active", "1 when systemd reports the unit active.",
@@ -317,7 +209,7 @@ def _units(f: _Families, base: tuple[str, ...], inst: InstanceSample) -> None:
                   (*BASE, "role"), labels, unit.since)
 
 
-def _collector(f: _Families, base: tuple[str, ...], inst: InstanceSample) -> None:
+def _collector(f: Families, base: tuple[str, ...], inst: InstanceSample) -> None:
     doc = inst.collector.doc
     if doc is None:
         return
@@ -340,72 +232,7 @@ def _collector(f: _Families, base: tuple[str, ...], inst: InstanceSample) -> Non
                   (*BASE, "symbol"), (*base, symbol), n)
 
 
-def _analyzer(f: _Families, base: tuple[str, ...], inst: InstanceSample) -> None:
-    block = inst.analyzer
-    if block is None or block.doc is None:
-        return
-    doc = block.doc
-    by_type = numbers(doc, "events_by_type")
-    for kind_name, n in by_type.items():
-        f.add("counter", "analyzer_events", "Events the analyzer processed, by event type.",
-              (*BASE, "type"), (*base, kind_name), n)
-    for reason, n in numbers(doc, "upstream_gaps").items():
-        f.add("counter", "analyzer_upstream_gaps", "Gap events the collector announced, by reason.",
-              (*BASE, "reason"), (*base, reason), n)
-    _quality(f, base, inst, doc.get("quality"))
-    _plugin(f, base, doc.get("plugin"))
-    for key, value in doc.items():
-        if key in ANALYZER_SKIP or key.startswith("latency_") or (key == "events" and by_type):
-            continue
-        if isinstance(value, bool) or not isinstance(value, int | float) or value != value:
-            continue
-        if key in ANALYZER_KNOWN:
-            name, kind, help_ = ANALYZER_KNOWN[key]
-        else:  # by convention a "_total" field is a counter; anything else is untyped
-            name = f"analyzer_{_NAME_BAD.sub('_', key).lower()}"
-            kind = "counter" if name.endswith("_total") else "unknown"
-            name = name.removesuffix("_total")
-            help_ = f"Analyzer stats field {key!r}."
-        f.add(kind, name, help_, BASE, base, value)
-
-
-def _quality(f: _Families, base: tuple[str, ...], inst: InstanceSample, quality: Any) -> None:
-    """``{"totals": {check: n}, "by_symbol": {check: {symbol: n}}, "stale": [symbols]...}``."""
-    if not isinstance(quality, dict):
-        return
-    for check, n in numbers(quality, "totals").items():
-        f.add("counter", "quality_violations", "Data-quality violations, by check.",
-              (*BASE, "check"), (*base, check), n)
-    by_symbol = quality.get("by_symbol")
-    symbols = set(inst.config.symbols)
-    if isinstance(by_symbol, dict):
-        for check in by_symbol:
-            for symbol, n in numbers(by_symbol, check).items():
-                if symbol in symbols:
-                    f.add("counter", "quality_symbol_violations",
-                          "Data-quality violations, by check and symbol.",
-                          (*BASE, "check", "symbol"), (*base, str(check), symbol), n)
-    for flag in QUALITY_FLAGS:
-        flagged = quality.get(flag)
-        if isinstance(flagged, list):
-            f.add("gauge", f"quality_{flag}_symbols", f"Symbols currently flagged {flag}.",
-                  BASE, base, len(flagged))
-
-
-def _plugin(f: _Families, base: tuple[str, ...], plugin: Any) -> None:
-    """``{"plugin": name, "state": ..., "calls": n, "errors": n, "results": n}``."""
-    if not isinstance(plugin, dict) or not plugin.get("plugin"):
-        return
-    for key in ("calls", "errors", "results"):
-        if (v := number(plugin, key)) is not None:
-            f.add("counter", f"analyzer_plugin_{key}", f"Plug-in {key}.", BASE, base, v)
-    state = plugin.get("state")
-    if isinstance(state, str):
-        f.add("gauge", "analyzer_plugin_info", "The analyzer plug-in and its state, value 1.",
-              (*BASE, "plugin", "state"), (*base, str(plugin["plugin"]), state), 1)
-
-
-def _ring(f: _Families, base: tuple[str, ...], inst: InstanceSample) -> None:
+def _ring(f: Families, base: tuple[str, ...], inst: InstanceSample) -> None:
     stats = inst.ring.stats
     if stats is None:
         return
