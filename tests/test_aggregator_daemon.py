@@ -558,3 +558,25 @@ def test_sighup_reloads_the_instance_list(start, instances):
         assert doc["processes"][b]["status"] == "disabled"
     finally:
         feeder.stop()
+
+
+def test_marketprism_status_watch_redraws_until_interrupted(start, instances):
+    name = instances.new("w")
+    agg = start({name: NO_ANALYZER})
+    proc = subprocess.Popen([sys.executable, "-m", "supervisor.cli", "status", "--config",
+                             str(agg.config), "--watch", "0.1"], cwd=ROOT,
+                            stdout=subprocess.PIPE, text=True)
+    try:
+        headers = 0
+        deadline = time.monotonic() + 20
+        while headers < 3:  # readline returns as soon as a redraw is printed
+            assert time.monotonic() < deadline, "fewer than 3 redraws in 20s"
+            line = proc.stdout.readline()  # type: ignore[union-attr]
+            assert line, "status --watch exited"
+            headers += line.startswith("marketprism: ")
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(10) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
