@@ -26,14 +26,13 @@ from aiohttp import web
 
 from supervisor import jsonlib
 from supervisor.replay.market import Market, rate_text
+from supervisor.replay.rest import json_response, rest_faults
 from supervisor.replay.session import (
     BOOK_UPDATE,
     DATA,
     Session,
     Stream,
     broadcast,
-    json_response,
-    rest_faults,
 )
 
 INSTRUMENT_RE = re.compile(r"^[A-Z0-9]{2,10}(_[A-Z0-9]{2,6})?-[A-Z0-9-]{2,30}$")

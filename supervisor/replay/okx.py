@@ -25,14 +25,13 @@ from aiohttp import web
 
 from supervisor import jsonlib
 from supervisor.replay.market import Market, fixed, next_funding_time_ms, rate_text
+from supervisor.replay.rest import json_response, rest_faults
 from supervisor.replay.session import (
     BOOK_UPDATE,
     DATA,
     Session,
     Stream,
     broadcast,
-    json_response,
-    rest_faults,
 )
 
 INST_RE = re.compile(r"^[A-Z0-9]{1,12}-[A-Z0-9]{2,8}(-SWAP|-\d{6}(-\d+(\.\d+)?-[CP])?)?$")

@@ -36,11 +36,12 @@ from typing import Any
 from aiohttp import web
 
 from supervisor import jsonlib
-from supervisor.replay import binance, deribit, okx
+from supervisor.replay import binance_rest, deribit, okx
 from supervisor.replay.faults import VENUES, Fault, FaultBook, canonical_venue
 from supervisor.replay.market import Markets
 from supervisor.replay.playback import Recording
-from supervisor.replay.session import Session, json_response
+from supervisor.replay.rest import json_response
+from supervisor.replay.session import Session
 
 log = logging.getLogger("marketprism.replay")
 
@@ -112,7 +113,7 @@ class ReplayExchange:
         self._runner: web.AppRunner | None = None
         self._port = cfg.port
         self.app = web.Application()
-        self.app.add_routes(binance.routes(self) + okx.routes(self) + deribit.routes(self) + [
+        self.app.add_routes(binance_rest.routes(self) + okx.routes(self) + deribit.routes(self) + [
             web.post("/_control/fault", self._post_fault),
             web.delete("/_control/fault", self._delete_faults),
             web.get("/_control/faults", self._get_faults),
