@@ -82,6 +82,7 @@ class Analyzer:
         self.publisher = ResultPublisher(self.ctx, inst.analyzer.zmq_pub, inst.name,
                                          settings.publish_interval)
         self.source: RingSource | ZmqSource | None = None
+        self._initial_seeds: list[str] = []  # ZeroMQ mode: books to request once subscribed
         self.stopping = False
         self.started = time.time()
         self.batches = 0
@@ -134,9 +135,12 @@ class Analyzer:
                 if self.snap is not None:
                     zsrc.register(self.snap.sock)
                     if "books" in inst.channels:
+                        # Hold deltas from now on; ask for the books once the first document
+                        # proved the subscription live (a snapshot taken before that could
+                        # miss deltas the slow-joining SUB never sees).
                         for symbol in inst.symbols:
-                            self.snap.request(symbol)
                             self.engine.slot(symbol).seeding = True
+                        self._initial_seeds = list(inst.symbols)
                 return zsrc
             if not warned:
                 self.log.warning("ring %s does not exist yet (collector not started?); "
@@ -202,6 +206,10 @@ class Analyzer:
                         publisher.publish_plugin(results, runner.plugin.name)  # type: ignore[union-attr]
                 src.commit()
                 self.batches += 1
+                if self._initial_seeds and snap is not None:
+                    for symbol in self._initial_seeds:
+                        snap.request(symbol)
+                    self._initial_seeds = []
             publisher.publish_due(engine)
             now = time.monotonic()
             if now < next_tick:
