@@ -220,7 +220,7 @@ class BinanceSpotSession(Session):
                 continue
             if self.loop.time() - self.last_pong > self.cfg.pong_timeout:
                 self.stats.heartbeat_timeouts += 1
-                await self.ws.close(message=b"pong timeout")
+                await self.close(reason=b"pong timeout")
                 return
             self.send_control(0x9)
 

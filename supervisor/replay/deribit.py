@@ -256,7 +256,7 @@ class DeribitSession(Session):
                 continue
             if self.awaiting_test:
                 self.stats.heartbeat_timeouts += 1
-                await self.ws.close(message=b"heartbeat timeout")
+                await self.close(reason=b"heartbeat timeout")
                 return
             self.awaiting_test = True
             self.send(b'{"jsonrpc":"2.0","method":"heartbeat","params":{"type":"test_request"}}')

@@ -158,10 +158,6 @@ class FaultBook:
                 return fault
         return None
 
-    def pending(self, venue: str, kind: str) -> bool:
-        """Is a ``kind`` fault armed for ``venue`` (any symbol)?"""
-        return any(f.kind == kind and f.for_venue(venue) for f in self.faults)
-
     def clear(self) -> int:
         """Disarm everything; returns how many faults were armed."""
         n = len(self.faults)

@@ -143,7 +143,7 @@ class ReplayExchange:
         """Close every connection (close frame, then abort after 1 s) and the listener."""
         async def close(s: Session) -> None:
             try:
-                await asyncio.wait_for(s.ws.close(code=1001, message=b"server shutdown"), 1.0)
+                await asyncio.wait_for(s.close(1001, b"server shutdown"), 1.0)
             except (TimeoutError, ConnectionError):
                 s.abort()
 

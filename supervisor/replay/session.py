@@ -46,6 +46,7 @@ log = logging.getLogger("marketprism.replay")
 DATA = 1  # a market-data push (eligible for disconnect/stall/malformed)
 BOOK_UPDATE = 2  # a book delta (eligible for drop/bad_checksum)
 HIGH_WATER = 1 << 20  # transport bytes buffered before the pump waits for the client
+MAX_QUEUED = 1 << 20  # frames queued for a client that does not read: dropped as too slow
 BURST = 2000  # messages per tick when the rate is unlimited
 
 _SMALL_HEADERS = [bytes((0x81, n)) for n in range(126)]  # FIN + text, 7-bit length
@@ -182,11 +183,12 @@ class Session:
         while not self.closed:
             msg = await ws.receive()
             kind = msg.type
-            if kind is WSMsgType.TEXT:
-                self.on_text(msg.data)
-                self.flush()
-            elif kind is WSMsgType.BINARY:
-                self.on_text(msg.data.decode("utf-8", "replace"))
+            if kind is WSMsgType.TEXT or kind is WSMsgType.BINARY:
+                text = msg.data if kind is WSMsgType.TEXT else msg.data.decode("utf-8", "replace")
+                try:
+                    self.on_text(text)
+                except Exception:  # noqa: BLE001 - a request we failed on must not end the server
+                    log.exception("%s conn#%d request failed: %.200r", self.venue, self.id, text)
                 self.flush()
             elif kind is WSMsgType.PING:
                 self.send_control(0xA, msg.data)
@@ -205,6 +207,12 @@ class Session:
         self.out = []
         if self.transport is not None:
             self.transport.abort()
+
+    async def close(self, code: int = 1000, reason: bytes = b"") -> None:
+        """Close handshake; nothing more is queued or written after the close frame."""
+        self.closed = True
+        self.out = []
+        await self.ws.close(code=code, message=reason)
 
     # ----- subscriptions ---------------------------------------------------------------------
     def add_stream(self, key: str, kind: str, market: Market | None, extra: Any = None,
@@ -297,16 +305,27 @@ class Session:
         self.n_out = 0
 
     async def drain(self) -> None:
-        """Wait until the client has read enough of what we wrote."""
+        """Wait until the client has read enough of what we wrote.
+
+        Meanwhile other connections' pumps may keep queueing shared-market pushes here; a
+        client that falls :data:`MAX_QUEUED` frames behind is dropped, as venues drop slow
+        consumers, rather than growing the server without bound.
+        """
         transport = self.transport
         while (not self.closed and transport is not None and not transport.is_closing()
                and transport.get_write_buffer_size() > HIGH_WATER):
+            if len(self.out) > 2 * MAX_QUEUED:  # two list items per frame
+                log.warning("%s conn#%d too slow: dropped", self.venue, self.id)
+                self.abort()
+                return
             drain = getattr(self.protocol, "_drain_helper", None)  # aiohttp's BaseProtocol
-            if drain is None:
-                await asyncio.sleep(0.001)
-                continue
             try:
-                await drain()
+                if drain is None:
+                    await asyncio.sleep(0.001)
+                else:
+                    await asyncio.wait_for(drain(), 1.0)
+            except TimeoutError:
+                continue
             except ConnectionError:
                 self.closed = True
                 return
