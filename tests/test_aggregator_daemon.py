@@ -157,6 +157,7 @@ class Aggregator:
         self.stderr = open(tmp_path / "aggregator.log", "wb")  # noqa: SIM115
         env = {**os.environ, "NOTIFY_SOCKET": self.notify_path, "WATCHDOG_USEC": "1000000"}
         env.pop("WATCHDOG_PID", None)
+        env.pop("INVOCATION_ID", None)  # a CI job run as a systemd service: still foreground
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "supervisor.aggregator.main", "--config", str(self.config)],
             cwd=ROOT, env=env, stderr=self.stderr)
@@ -420,6 +421,9 @@ def test_metrics_counters_match_the_stats_blocks(start, instances):
         assert v("marketprism_instance_healthy") == 1
         assert v("marketprism_stats_block_up", role="collector") == 1
         assert values[("marketprism_systemd_available", frozenset())] == 0
+        status, doc_ = agg.health()  # not a systemd service: foreground mode, units unused
+        assert doc_["mode"] == "foreground"
+        assert doc_["systemd"]["error"].startswith("systemd unavailable (")
         # The next publish changes a counter: the next scrape shows it.
         feeder.doc = {**doc, "messages": doc["messages"] + 1000}
         wait_for(lambda: metric_values(agg.metrics())[

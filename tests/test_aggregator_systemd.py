@@ -83,3 +83,19 @@ def test_kill_9_is_seen_and_systemd_restart_is_counted(lab):
     key = frozenset({"instance": INSTANCE, "exchange": "binance", "market": "spot",
                      "role": "collector"}.items())
     assert values[("marketprism_unit_restarts_total", key)] == before + 1
+
+
+def test_marketprism_status_shows_unit_states_with_and_without_the_aggregator(lab):
+    box, hport, _ = lab
+    wait_for(lambda: health(hport)[0] == 200, 60, "/health 200")
+    status = [str(lablib.VENV_BIN / "marketprism"), "status"]
+    proc = box.run(*status, check=False)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    row = next(line for line in proc.stdout.splitlines() if line.startswith(INSTANCE))
+    assert row.split()[1:3] == ["healthy", "active/running"]
+    box.systemctl("stop", "marketprism-aggregator.service")
+    proc = box.run(*status, check=False)  # built locally from shm and systemctl show
+    assert "aggregator not reachable at http://127.0.0.1:" in proc.stdout
+    row = next(line for line in proc.stdout.splitlines() if line.startswith(INSTANCE))
+    assert row.split()[1:3] == ["healthy", "active/running"], proc.stdout
+    assert "mode systemd" in proc.stdout.splitlines()[0]

@@ -10,6 +10,7 @@ from supervisor.aggregator.units import (
     PROPERTIES,
     UnitQuery,
     parse_show,
+    service_mode,
     systemd_booted,
     unit_name,
 )
@@ -26,6 +27,7 @@ ActiveState=active
 SubState=running
 ActiveEnterTimestamp=Mon 2026-11-23 11:20:22 UTC
 ActiveEnterTimestampMonotonic=5000000
+UnitFileState=enabled
 
 Id=analyzer@okx_spot.service
 MainPID=0
@@ -70,11 +72,14 @@ def test_parse_show_reads_every_unit_block():
     assert col.n_restarts == 2 and col.main_pid == 4242
     assert col.since == 1_000_000.0 - 60.0  # entered at monotonic 5 s, now is 65 s
     assert col.since_text == "Mon 2026-11-23 11:20:22 UTC"
+    assert col.unit_file_state == "enabled" and col.managed
     ana = states["analyzer@okx_spot.service"]
     assert (ana.active_state, ana.result, ana.n_restarts) == ("failed", "watchdog", 10)
     assert ana.since is None
+    assert ana.managed  # failed, not inactive: systemd ran it
     typo = states["collector@typo.service"]
     assert typo.load_state == "not-found" and typo.n_restarts == 0
+    assert not typo.managed
 
 
 def test_parse_show_ignores_junk():
@@ -125,3 +130,17 @@ def test_systemd_booted_looks_for_run_systemd_system(tmp_path):
     assert not systemd_booted(str(tmp_path / "nope"))
     os.mkdir(tmp_path / "system")
     assert systemd_booted(str(tmp_path / "system"))
+
+
+def test_service_mode_is_systemd_only_for_a_service_of_a_booted_systemd():
+    assert service_mode({"INVOCATION_ID": "abc"}, booted=True) == ("systemd", "")
+    assert service_mode({}, booted=True) == (
+        "foreground", "systemd unavailable (foreground mode: not started by systemd)")
+    assert service_mode({"INVOCATION_ID": "abc"}, booted=False) == (
+        "foreground", "systemd unavailable (PID 1 is not systemd)")
+
+
+def test_a_given_reason_explains_why_units_are_not_queried():
+    query = UnitQuery(booted=False, reason="systemd unavailable (foreground mode: x)")
+    view = run(query.fetch(["collector@x.service"]))
+    assert view.error == "systemd unavailable (foreground mode: x)" and not view.available

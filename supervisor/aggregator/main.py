@@ -15,6 +15,10 @@ As systemd sees it (``Type=notify``): ``READY=1`` once both ports listen and the
 refresh is done; ``WATCHDOG=1`` from the same loop that serves and refreshes; ``SIGTERM``
 sends ``STOPPING=1`` and exits 0; ``SIGHUP`` re-reads the instance list; a bad config exits
 78. A missing or malformed stats block is a reported problem, never a crash.
+
+Not started by systemd (``marketprism run``, a shell, a machine without systemd), it runs
+the same way in "foreground" mode: unit states are reported as "systemd unavailable" and do
+not count towards health.
 """
 
 from __future__ import annotations
@@ -41,7 +45,7 @@ from supervisor.aggregator.health import HEALTHY, build_health, http_status
 from supervisor.aggregator.metrics import MarketprismCollector
 from supervisor.aggregator.sources import Sample, Sampler
 from supervisor.aggregator.textfile import write_textfile
-from supervisor.aggregator.units import SystemdView, UnitQuery
+from supervisor.aggregator.units import SystemdView, UnitQuery, service_mode
 from supervisor.service import LoopLag, Notifier, set_process_name, setup_logging
 
 
@@ -82,9 +86,10 @@ class Aggregator:
         self.log = log
         self.notifier = Notifier()
         self.loop_lag = LoopLag()
-        self.query = query or UnitQuery()
+        mode, why_not = service_mode()
+        self.query = query or (UnitQuery() if mode == "systemd" else
+                               UnitQuery(booted=False, reason=why_not))
         self.version = package_version()
-        mode = "systemd" if self.query.booted else "foreground"
         self.sampler = Sampler(cfg.instances, cfg.aggregator.interval, mode)
         if not self.query.available:
             self.sampler.set_systemd(SystemdView(False, self.query.unavailable_reason(), {}))

@@ -73,12 +73,18 @@ def local_health(cfg: config_mod.Config) -> dict[str, Any]:
     from supervisor.aggregator.health import build_health
     from supervisor.aggregator.main import package_version
     from supervisor.aggregator.sources import Sampler
-    from supervisor.aggregator.units import UnitQuery
+    from supervisor.aggregator.units import SystemdView, UnitQuery
 
     query = UnitQuery()
-    sampler = Sampler(cfg.instances, cfg.aggregator.interval,
-                      "systemd" if query.booted else "foreground")
-    sampler.set_systemd(asyncio.run(query.fetch(sampler.unit_names())))
+    view = asyncio.run(query.fetch(Sampler(cfg.instances, 1.0, "").unit_names()))
+    # Our shell is no systemd service, so judge by the units themselves: if systemd neither
+    # runs nor is set to run any of them, the instances run in the foreground (or not at all).
+    mode = "systemd" if any(u.managed for u in view.units.values()) else "foreground"
+    if view.available and mode == "foreground" and not view.error:
+        view = SystemdView(False, "systemd unavailable (foreground mode: no marketprism unit "
+                           "is enabled or running)", {})
+    sampler = Sampler(cfg.instances, cfg.aggregator.interval, mode)
+    sampler.set_systemd(view)
     doc = build_health(sampler.sample(), jsonlib.BACKEND, package_version())
     doc.pop("uptime_seconds", None)  # no aggregator, no uptime
     return doc

@@ -12,6 +12,7 @@ One ``systemctl show`` call per refresh asks for every unit at once; its answer 
     MainPID=4242
     ActiveEnterTimestamp=Mon 2026-11-23 11:20:22 UTC
     ActiveEnterTimestampMonotonic=123456789   # µs of CLOCK_MONOTONIC, locale-free
+    UnitFileState=enabled         # enabled (e.g. systemctl enable collector@okx_spot) | ...
 
 ``ActiveEnterTimestampMonotonic`` is what we turn into a wall-clock "since": the pretty
 timestamp depends on systemd's version, locale and timezone, the monotonic one does not.
@@ -28,11 +29,11 @@ import asyncio
 import os
 import shutil
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import NamedTuple
 
 PROPERTIES = ("Id", "LoadState", "ActiveState", "SubState", "Result", "NRestarts", "MainPID",
-              "ActiveEnterTimestamp", "ActiveEnterTimestampMonotonic")
+              "ActiveEnterTimestamp", "ActiveEnterTimestampMonotonic", "UnitFileState")
 UNAVAILABLE = "systemd unavailable"
 ROLES = ("collector", "analyzer")
 # ActiveState values systemd defines (a bounded label set for metrics).
@@ -52,6 +53,13 @@ class UnitState(NamedTuple):
     main_pid: int  # 0 when not running
     since: float | None  # wall-clock epoch seconds of ActiveEnterTimestamp, None if never
     since_text: str  # systemd's own rendering of it
+    unit_file_state: str = ""  # "enabled" once `systemctl enable`d; "disabled", "static"...
+
+    @property
+    def managed(self) -> bool:
+        """systemd runs (or is set to run) this unit: enabled, or anything but inactive."""
+        return self.unit_file_state in ("enabled", "enabled-runtime") or \
+            self.active_state not in ("inactive", "")
 
     def to_dict(self) -> dict[str, object]:
         return self._asdict()
@@ -68,6 +76,23 @@ class SystemdView(NamedTuple):
 def systemd_booted(run_dir: str = "/run/systemd/system") -> bool:
     """True when PID 1 is systemd: it alone creates ``/run/systemd/system`` (sd_booted(3))."""
     return os.path.isdir(run_dir)
+
+
+def service_mode(environ: Mapping[str, str] | None = None, booted: bool | None = None
+                 ) -> tuple[str, str]:
+    """("systemd", "") when this process is a systemd service, else ("foreground", why not).
+
+    A service has ``$INVOCATION_ID`` (systemd >= 232 sets it for every unit it starts).
+    Under ``marketprism run`` on a systemd machine the units are not what runs the
+    instances, so their (inactive) states must not decide health.
+    """
+    env = os.environ if environ is None else environ
+    booted = systemd_booted() if booted is None else booted
+    if not booted:
+        return "foreground", f"{UNAVAILABLE} (PID 1 is not systemd)"
+    if not env.get("INVOCATION_ID"):
+        return "foreground", f"{UNAVAILABLE} (foreground mode: not started by systemd)"
+    return "systemd", ""
 
 
 def unit_name(role: str, instance: str) -> str:
@@ -102,6 +127,7 @@ def parse_show(text: str, now_wall: float | None = None,
             result=props.get("Result", ""), n_restarts=_int(props.get("NRestarts")),
             main_pid=_int(props.get("MainPID")), since=since,
             since_text=props.get("ActiveEnterTimestamp", ""),
+            unit_file_state=props.get("UnitFileState", ""),
         )
     return states
 
@@ -128,16 +154,19 @@ class UnitQuery:
     """
 
     def __init__(self, booted: bool | None = None, systemctl: str | None = None,
-                 timeout: float = 5.0) -> None:
+                 timeout: float = 5.0, reason: str = "") -> None:
         self.booted = systemd_booted() if booted is None else booted
         self.systemctl = systemctl or shutil.which("systemctl") or ""
         self.timeout = timeout
+        self._reason = reason  # why unit states are not wanted, when the caller knows
 
     @property
     def available(self) -> bool:
         return self.booted and bool(self.systemctl)
 
     def unavailable_reason(self) -> str:
+        if self._reason:
+            return self._reason
         if not self.booted:
             return f"{UNAVAILABLE} (PID 1 is not systemd)"
         return f"{UNAVAILABLE} (no systemctl binary)"
@@ -170,4 +199,4 @@ class UnitQuery:
 
 
 __all__ = ["UnitState", "SystemdView", "UnitQuery", "parse_show", "systemd_booted",
-           "unit_name", "PROPERTIES", "UNAVAILABLE", "ROLES", "ACTIVE_STATES"]
+           "service_mode", "unit_name", "PROPERTIES", "UNAVAILABLE", "ROLES", "ACTIVE_STATES"]
