@@ -28,7 +28,7 @@ import urllib.request
 from typing import Any
 
 from supervisor import jsonlib
-from supervisor.replay.server import ENDPOINTS, ReplayExchange
+from supervisor.replay.server import ENDPOINTS, ReplayExchange, endpoint_name
 
 LISTEN_RE = re.compile(r"listening on (http://[^\s]+:(\d+))")
 
@@ -60,10 +60,10 @@ class _Addresses:
         return f"http://{self.host}:{self.port}"
 
     def ws_url(self, venue: str) -> str:
-        return f"ws://{self.host}:{self.port}{ENDPOINTS[ReplayExchange._venue(venue)][0]}"
+        return f"ws://{self.host}:{self.port}{ENDPOINTS[endpoint_name(venue)][0]}"
 
     def rest_url(self, venue: str) -> str:
-        return f"{self.url}{ENDPOINTS[ReplayExchange._venue(venue)][1]}"
+        return f"{self.url}{ENDPOINTS[endpoint_name(venue)][1]}"
 
     def endpoints(self, instance: str) -> tuple[str, str]:
         return self.ws_url(instance), self.rest_url(instance)

@@ -131,6 +131,10 @@ class Recording:
     def __len__(self) -> int:
         return len(self.frames)
 
+    async def play(self, session: Session) -> None:
+        """Replay this recording to ``session`` (runs as its pump)."""
+        await play(session, self)
+
 
 async def play(session: Session, rec: Recording) -> None:
     """Replay ``rec`` to ``session`` (runs as the session's pump)."""

@@ -88,6 +88,15 @@ class VenueStats:
     heartbeat_timeouts: int = 0  # connections dropped for a missing pong / public/test
 
 
+def endpoint_name(name: str) -> str:
+    """The endpoint of a venue or instance name (``okx_spot`` -> ``okx``); ValueError if
+    there is none (or two: ``binance``)."""
+    venue = canonical_venue(name)
+    if venue not in ENDPOINTS:
+        raise ValueError(f"{name!r} names two endpoints: binance_spot or binance_derivatives")
+    return venue
+
+
 def is_loopback(host: str) -> bool:
     if host == "localhost":
         return True
@@ -107,7 +116,7 @@ class ReplayExchange:
         self.faults = FaultBook()
         self.markets = Markets(cfg.seed)
         self.venue_stats = {v: VenueStats() for v in VENUES}
-        self.recordings = {self._venue(v): Recording(self._venue(v), p)
+        self.recordings = {endpoint_name(v): Recording(endpoint_name(v), p)
                            for v, p in cfg.recordings.items()}
         self.sessions: set[Session] = set()
         self._runner: web.AppRunner | None = None
@@ -118,14 +127,6 @@ class ReplayExchange:
             web.delete("/_control/fault", self._delete_faults),
             web.get("/_control/faults", self._get_faults),
             web.get("/_control/stats", self._get_stats)])
-
-    @staticmethod
-    def _venue(name: str) -> str:
-        """An endpoint name from a venue or instance name (``okx_spot`` -> ``okx``)."""
-        venue = canonical_venue(name)
-        if venue not in ENDPOINTS:
-            raise ValueError(f"{name!r} names two endpoints: binance_spot or binance_derivatives")
-        return venue
 
     # ----- lifecycle ----------------------------------------------------------------------------
     async def start(self) -> ReplayExchange:
@@ -177,11 +178,11 @@ class ReplayExchange:
 
     def ws_url(self, venue: str) -> str:
         """``ws://HOST:PORT/okx/ws/v5/public`` for ``okx`` / ``okx_spot`` / ..."""
-        return f"ws://{self.cfg.host}:{self._port}{ENDPOINTS[self._venue(venue)][0]}"
+        return f"ws://{self.cfg.host}:{self._port}{ENDPOINTS[endpoint_name(venue)][0]}"
 
     def rest_url(self, venue: str) -> str:
         """The REST base an adapter appends the venue's real paths to."""
-        return self.url(ENDPOINTS[self._venue(venue)][1])
+        return self.url(ENDPOINTS[endpoint_name(venue)][1])
 
     def endpoints(self, instance: str) -> tuple[str, str]:
         """(ws_url, rest_url) for a FeedConfig of ``instance`` (``okx_spot``, ...)."""

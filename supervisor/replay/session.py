@@ -39,6 +39,7 @@ from supervisor import jsonlib
 
 if TYPE_CHECKING:
     from supervisor.replay.market import Market
+    from supervisor.replay.playback import Recording
     from supervisor.replay.server import ReplayExchange
 
 log = logging.getLogger("marketprism.replay")
@@ -128,7 +129,7 @@ class Session:
         self.streams: dict[str, Stream] = {}
         self.schedule: list[Stream] = []
         self.producers: dict[str, Callable[[Stream], None]] = {}
-        self.recording = rx.recordings.get(self.venue)
+        self.recording: Recording | None = rx.recordings.get(self.venue)
         self.out: list[bytes] = []
         self.n_out = 0  # frames queued since the last flush (stats)
         self.closed = False
@@ -144,11 +145,8 @@ class Session:
         self.stats.connections_open += 1
         self.rx.sessions.add(self)
         log.info("%s conn#%d open from %s", self.venue, self.id, self.peer)
-        if self.recording is not None:
-            from supervisor.replay.playback import play
-            pump = asyncio.ensure_future(play(self, self.recording))
-        else:
-            pump = asyncio.ensure_future(self._pump())
+        pump = asyncio.ensure_future(self._pump() if self.recording is None
+                                     else self.recording.play(self))
         keep = asyncio.ensure_future(self.keepalive())
         pump.add_done_callback(self._pump_done)
         try:
