@@ -99,3 +99,39 @@ def test_marketprism_status_shows_unit_states_with_and_without_the_aggregator(la
     row = next(line for line in proc.stdout.splitlines() if line.startswith(INSTANCE))
     assert row.split()[1:3] == ["healthy", "active/running"], proc.stdout
     assert "mode systemd" in proc.stdout.splitlines()[0]
+
+
+# The node_exporter flags the README documents for our units' state and restart counts
+# (Debian: ARGS= in /etc/default/prometheus-node-exporter). No quotes or backslashes: the
+# unit passes $ARGS split on whitespace, without a shell.
+NODE_EXPORTER_ARGS = ("--collector.systemd "
+                      "--collector.systemd.unit-include=(collector|analyzer)@.+[.]service"
+                      "|marketprism-.+[.]service "
+                      "--collector.systemd.enable-restarts-metrics "
+                      "--collector.systemd.enable-start-time-metrics")
+
+
+@pytest.mark.skipif(not os.path.exists("/usr/bin/prometheus-node-exporter"),
+                    reason="prometheus-node-exporter not installed")
+def test_documented_node_exporter_flags_export_our_unit_states_and_restarts(lab):
+    box, _, _ = lab
+    port = free_port()
+    box.write("/etc/default/prometheus-node-exporter",
+              f'ARGS="--web.listen-address=127.0.0.1:{port} --collector.disable-defaults '
+              f'{NODE_EXPORTER_ARGS}"\n')
+    box.systemctl("restart", "prometheus-node-exporter.service")
+    unit = f"collector@{INSTANCE}.service"
+    active = f'node_systemd_unit_state{{name="{unit}",state="active",type="notify"}} 1'
+
+    def scraped() -> str | None:
+        try:
+            status, body = get(f"http://127.0.0.1:{port}/metrics")
+        except OSError:
+            return None
+        return body.decode() if status == 200 and active in body.decode() else None
+
+    text = wait_for(scraped, 30, f"node_exporter to report {unit} active")
+    restarts = int(box.prop(unit, "NRestarts"))
+    assert f'node_systemd_service_restart_total{{name="{unit}"}} {restarts}' in text
+    assert 'node_systemd_unit_state{name="marketprism-aggregator.service"' in text
+    assert 'name="dbus.service"' not in text  # only our units
