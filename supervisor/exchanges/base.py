@@ -340,6 +340,7 @@ class Feed:
     async def _connect_once(self, session: aiohttp.ClientSession) -> None:
         watchdog: asyncio.Task[None] | None = None
         pinger: asyncio.Task[None] | None = None
+        stopping = False
         try:
             async with session.ws_connect(self.ws_url, autoping=True, heartbeat=None,
                                           max_msg_size=64 * 1024 * 1024) as ws:
@@ -355,6 +356,11 @@ class Feed:
         except (TimeoutError, aiohttp.ClientError, ConnectionError, OSError) as exc:
             self.log.warning("connection to %s failed: %s: %s", self.ws_url,
                              type(exc).__name__, exc)
+        except asyncio.CancelledError:
+            stopping = True  # shutdown: the ring is marked stopped, no per-book gap noise
+            raise
+        else:
+            stopping = False
         finally:
             for t in (watchdog, pinger):
                 if t is not None:
@@ -362,7 +368,8 @@ class Feed:
             self.ws = None
             self.stats.connected = False
             await self._cancel_tasks()
-            self.on_disconnect()
+            if not stopping:
+                self.on_disconnect()
 
     async def _read_loop(self, ws: aiohttp.ClientWebSocketResponse) -> None:
         handle = self.handle_frame
