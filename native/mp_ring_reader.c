@@ -449,11 +449,6 @@ int mp_ring_reader_wait(mp_ring_reader_t *reader, int64_t timeout_ns, int64_t sp
         {
             return MP_RING_SUCCESS;
         }
-        if (atomic_load_explicit(&descriptor->writer_info.state, memory_order_acquire) ==
-            MP_RING_WRITER_STOPPED)
-        {
-            return MP_RING_TIMEOUT; /* nothing more is coming; the caller checks the state */
-        }
         struct timespec timeout;
         struct timespec *timeout_ptr = NULL;
         if (timeout_ns >= 0)
@@ -482,6 +477,12 @@ int mp_ring_reader_wait(mp_ring_reader_t *reader, int64_t timeout_ns, int64_t sp
         if (error == ETIMEDOUT)
         {
             return MP_RING_TIMEOUT;
+        }
+        if (rc == 0 &&
+            atomic_load_explicit(&descriptor->writer_info.state, memory_order_acquire) ==
+                MP_RING_WRITER_STOPPED)
+        {
+            return MP_RING_TIMEOUT; /* woken by mp_ring_writer_close: let the caller look */
         }
     }
 }

@@ -264,7 +264,9 @@ class RingReader:
         -------
         bool
             ``True`` if a record is available; ``False`` on timeout, when a signal
-            interrupted the sleep, or when the writer closed the ring.
+            interrupted the sleep, or when the writer closed the ring during the wait (a
+            wait that starts while the writer is stopped sleeps until a new writer writes
+            or the timeout expires).
         """
         if self._index < self._count:
             return True
