@@ -175,8 +175,11 @@ class Collector:
                     self.log.info("ready: %s", self.status_line())
                 elif self.feed.snapshots_in_flight:
                     self.notifier.extend_timeout(interval * 3 + 10)
-            problem = self.health_problem()
-            if problem:
+            # systemd arms the watchdog at READY=1; pings before it would mean nothing.
+            problem = self.health_problem() if self.notifier.ready_sent else "starting"
+            if problem == "starting":
+                pass
+            elif problem:
                 if problem.split(" ")[0] != self._starving.split(" ")[0]:
                     self.log.error("not feeding the watchdog: %s", problem)
                 self._starving = problem
@@ -206,12 +209,18 @@ class Collector:
         else:
             self.log.info("reload: symbol list unchanged")
 
-    async def run(self) -> int:
+    def request_stop(self) -> None:
+        """What SIGTERM does: stop cleanly (callable from the loop's thread)."""
+        self._stop.set()
+
+    async def run(self, signals: bool = True) -> int:
         loop = asyncio.get_running_loop()
-        stop = asyncio.Event()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, stop.set)
-        loop.add_signal_handler(signal.SIGHUP, lambda: asyncio.ensure_future(self.reload()))
+        self._stop = stop = asyncio.Event()
+        if signals:
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                loop.add_signal_handler(sig, stop.set)
+            loop.add_signal_handler(signal.SIGHUP,
+                                    lambda: asyncio.ensure_future(self.reload()))
         self.log.info("starting: %s %s symbols=%s ring=%s zmq_pub=%s", self.inst.exchange,
                       self.inst.market, ",".join(self.inst.symbols), self.inst.ring,
                       self.inst.zmq_pub or "-")
