@@ -127,6 +127,8 @@ class Engine:
         new = self.slot
         kinds = self.plugin_kinds
         by_kind = self.by_kind
+        verdict = delta_verdict
+        after = self._after_book
         oldest_mono = -1
         ts_max = self.ts_max
         for i in range(count):
@@ -139,9 +141,19 @@ class Engine:
                 rec = BookRecord(kind, payload)
                 a = slot(rec.symbol) or new(rec.symbol)
                 ts = rec.ts_recv
-                a.q.event(ts, rec.ts_exchange, kind == BOOK_DELTA)
-                self._book_record(a, kind, rec, ts)
                 mono = rec.ts_recv_mono
+                a.q.event(ts, rec.ts_exchange, kind == BOOK_DELTA)
+                book = a.book
+                if (kind == BOOK_DELTA and not a.seeding
+                        and verdict(book.valid, book.seq, rec.prev_seq, rec.seq) == APPLY):
+                    # the common case, inline: apply, then the checks on the new top
+                    bad = book.apply_record(rec.levels.tolist(), rec.n_bids, rec.price_exp,
+                                            rec.size_exp, rec.seq)
+                    if bad:
+                        a.q.sizes(bad, False)
+                    after(a, ts)
+                else:
+                    self._book_record(a, kind, rec, ts)
             elif kind == TRADE:
                 sym, _, ts_ex, ts, mono, is_buy, price, size = read_trade(payload)
                 a = slot(sym) or new(sym)
@@ -170,7 +182,7 @@ class Engine:
             # record's collector-receive -> analyzer latency at a fraction of the cost.
             self.latency.observe(time.monotonic_ns() - oldest_mono)
         self.events += n
-        self.ts_max = ts_max
+        self.ts_max = self.quality.clock = ts_max
         if n > 0:
             self.ring_seq = seq
         return n
@@ -359,7 +371,7 @@ class Engine:
             a.ts = ts
             a.dirty = True
             if ts > self.ts_max:
-                self.ts_max = ts
+                self.ts_max = self.quality.clock = ts
             if seq > self.ring_seq:
                 self.ring_seq = seq
             if oldest < 0:

@@ -124,8 +124,6 @@ class SymbolQuality:
                   f"(bound {m.settings.time_gap:g}s)")
         if ts_recv > last:
             self.last_recv = ts_recv
-            if ts_recv > m.clock:
-                m.clock = ts_recv
         if self.stale:
             self.stale = False
             m.log.info("quality: %s %s: updates again", STALE_SYMBOL, self.symbol)
@@ -180,7 +178,8 @@ class SymbolQuality:
 class QualityMonitor:
     """Counters and rate-limited log lines of every check, for one instance.
 
-    ``clock`` is the instance's data clock: the newest ``ts_recv`` seen (ns). Periodic
+    ``clock`` is the instance's data clock: the newest ``ts_recv`` seen (ns; the engine keeps
+    it current). Periodic
     checks (:meth:`check_stale`, :meth:`check_alignment`) take ``now`` explicitly, so
     the daemon passes the wall clock once caught up and tests pass whatever they replay.
     """

@@ -195,12 +195,30 @@ class BookState:
 
     def apply_record(self, vals: list[int], n_bids: int, price_exp: int, size_exp: int,
                      seq: int) -> int:
+        # BookSide.apply's loop, inlined over both sides: a delta carries a few levels, so
+        # the two calls would cost as much as the work.
         pdiv = POW10[-price_exp]
         sdiv = POW10[-size_exp]
         mid = 2 * n_bids
-        bad = self.bids.apply(vals, 0, mid, True, pdiv, sdiv) if n_bids else 0
-        if mid < len(vals):
-            bad += self.asks.apply(vals, mid, len(vals), False, pdiv, sdiv)
+        side = self.bids if n_bids else self.asks
+        sizes = side.sizes
+        keys = side.keys
+        bad = 0
+        for i in range(0, len(vals), 2):
+            if i == mid:
+                sizes = self.asks.sizes
+                keys = self.asks.keys
+            k = -(vals[i] / pdiv) if i < mid else vals[i] / pdiv
+            s = vals[i + 1]
+            if s > 0:
+                if k not in sizes:
+                    insort(keys, k)
+                sizes[k] = s / sdiv
+            elif s == 0:
+                if sizes.pop(k, None) is not None:
+                    del keys[bisect_left(keys, k)]
+            else:
+                bad += 1
         self.seq = seq
         return bad
 
