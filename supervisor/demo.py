@@ -94,10 +94,9 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     finally:
         print("stopping...", flush=True)
-        for proc in procs:
+        for proc in procs:  # the daemons first, then the exchange they talk to
             if proc.poll() is None:
                 proc.send_signal(signal.SIGTERM)
-        for proc in procs:
             try:
                 proc.wait(20)
             except subprocess.TimeoutExpired:
