@@ -2,7 +2,9 @@
 
 - :mod:`~supervisor.analyzer.main`: the ``marketprism-analyzer`` daemon (systemd glue, loop).
 - :mod:`~supervisor.analyzer.source`: the ring (durable cursor) or ZeroMQ (other hosts).
-- :mod:`~supervisor.analyzer.engine`: records -> per-symbol state, analysis, quality.
+- :mod:`~supervisor.analyzer.engine`: records -> per-symbol state, analysis, quality
+  (:mod:`~supervisor.analyzer.docs`: the same from ZeroMQ JSON documents).
+- :mod:`~supervisor.analyzer.output`: results on ZeroMQ, the stats block, STATUS.
 - :mod:`~supervisor.analyzer.state`: books from int64 mantissas, the sequencing rule.
 - :mod:`~supervisor.analyzer.analysis`: built-in figures (mid, VWAP, volatility, ...).
 - :mod:`~supervisor.analyzer.quality`: data-quality checks and their counters.

@@ -13,7 +13,8 @@ Figures (``None`` when the data needed is absent):
 - ``mid``, ``spread``, ``spread_bps``, ``best_bid``, ``best_ask``;
 - ``imbalance``: (bid depth - ask depth) / (bid depth + ask depth) over the best N levels;
 - ``microprice``: best bid/ask weighted by the opposite side's size;
-- per window: trade ``vwap``, ``volume``, ``buy_volume``, ``trades``;
+- per window: trade ``vwap``, ``volume``, ``buy_volume``, ``trades`` (window edges rounded
+  to a tenth of the shortest window);
 - ``realized_vol``: sqrt of the sum of squared log returns of the mid sampled every
   ``vol_sample`` seconds over ``vol_window`` (not annualized), with its sample count;
 - ``funding_rate`` and its change since the previous update and over ``change_window``;
@@ -35,60 +36,89 @@ NS = 1_000_000_000
 
 
 class TradeWindows:
-    """Trade VWAP / volume over several rolling windows sharing one trade log.
+    """Trade VWAP / volume over several rolling windows, from time buckets.
 
-    ``add`` is three appends; sums are brought up to date lazily by :meth:`advance`, which
-    folds in the trades added since the last call and evicts the ones that left each window.
-    The log is trimmed once the largest window no longer needs its head.
+    Trades are summed into buckets a tenth of the shortest window wide, so memory is bounded
+    by the window length, not the trade rate (a 60 s window of a 10k trades/s symbol is 600
+    buckets, not 600,000 trades); window edges are rounded to the bucket width. ``add`` is a
+    few float additions; :meth:`advance` folds sealed buckets into each window's sums and
+    evicts the buckets that left it. The bucket log is trimmed once no window needs its head.
     """
 
-    __slots__ = ("spans", "ts", "pv", "v", "buy", "heads", "added", "spv", "sv", "sbuy")
+    __slots__ = ("spans", "width", "cur", "cpv", "cv", "cbuy", "cn", "starts", "pv", "v",
+                 "buy", "n", "heads", "added", "spv", "sv", "sbuy", "sn")
 
     def __init__(self, spans_s: tuple[float, ...]) -> None:
         self.spans = tuple(int(s * NS) for s in spans_s)
-        n = len(self.spans)
-        self.ts: list[int] = []
+        self.width = max(1, min(self.spans) // 10)
+        self.cur = -1  # start of the open bucket
+        self.cpv = self.cv = self.cbuy = 0.0
+        self.cn = 0
+        self.starts: list[int] = []  # sealed buckets
         self.pv: list[float] = []
         self.v: list[float] = []
         self.buy: list[float] = []
-        self.heads = [0] * n  # first trade inside window j
-        self.added = 0  # trades already folded into the sums
-        self.spv = [0.0] * n
-        self.sv = [0.0] * n
-        self.sbuy = [0.0] * n
+        self.n: list[int] = []
+        k = len(self.spans)
+        self.heads = [0] * k  # first bucket inside window j
+        self.added = 0  # buckets already folded into the sums
+        self.spv = [0.0] * k
+        self.sv = [0.0] * k
+        self.sbuy = [0.0] * k
+        self.sn = [0] * k
 
     def add(self, ts: int, price: float, size: float, is_buy: bool) -> None:
-        self.ts.append(ts)
-        self.pv.append(price * size)
-        self.v.append(size)
-        self.buy.append(size if is_buy else 0.0)
+        start = ts - ts % self.width
+        if start != self.cur:
+            self._seal()
+            self.cur = start
+        self.cpv += price * size
+        self.cv += size
+        self.cn += 1
+        if is_buy:
+            self.cbuy += size
+
+    def _seal(self) -> None:
+        if self.cn:
+            self.starts.append(self.cur)
+            self.pv.append(self.cpv)
+            self.v.append(self.cv)
+            self.buy.append(self.cbuy)
+            self.n.append(self.cn)
+            self.cpv = self.cv = self.cbuy = 0.0
+            self.cn = 0
+
+    @property
+    def empty(self) -> bool:
+        return not self.cn and not self.starts
 
     def advance(self, now: int) -> None:
-        ts, pv, v, buy = self.ts, self.pv, self.v, self.buy
-        end = len(ts)
-        new_pv = sum(pv[self.added:end])
-        new_v = sum(v[self.added:end])
-        new_buy = sum(buy[self.added:end])
+        self._seal()
+        starts, pv, v, buy, n = self.starts, self.pv, self.v, self.buy, self.n
+        end = len(starts)
+        a = self.added
+        new = (sum(pv[a:end]), sum(v[a:end]), sum(buy[a:end]), sum(n[a:end]))
         self.added = end
         for j, span in enumerate(self.spans):
-            self.spv[j] += new_pv
-            self.sv[j] += new_v
-            self.sbuy[j] += new_buy
-            h = self.heads[j]
+            self.spv[j] += new[0]
+            self.sv[j] += new[1]
+            self.sbuy[j] += new[2]
+            self.sn[j] += new[3]
+            h = first = self.heads[j]
             cutoff = now - span
-            start = h
-            while h < end and ts[h] <= cutoff:
+            while h < end and starts[h] <= cutoff:
                 h += 1
-            if h != start:
-                self.spv[j] -= sum(pv[start:h])
-                self.sv[j] -= sum(v[start:h])
-                self.sbuy[j] -= sum(buy[start:h])
+            if h != first:
+                self.spv[j] -= sum(pv[first:h])
+                self.sv[j] -= sum(v[first:h])
+                self.sbuy[j] -= sum(buy[first:h])
+                self.sn[j] -= sum(n[first:h])
                 if h == end:  # empty window: drop the rounding residue
                     self.spv[j] = self.sv[j] = self.sbuy[j] = 0.0
             self.heads[j] = h
         head = min(self.heads)
-        if head > 1024 and head * 2 > end:
-            del ts[:head], pv[:head], v[:head], buy[:head]
+        if head > 256 and head * 2 > end:
+            del starts[:head], pv[:head], v[:head], buy[:head], n[:head]
             self.heads = [h - head for h in self.heads]
             self.added -= head
             for j, h in enumerate(self.heads):  # exact sums again after the trim
@@ -98,10 +128,9 @@ class TradeWindows:
 
     def figures(self, labels: tuple[str, ...]) -> dict[str, dict[str, Any]]:
         out: dict[str, dict[str, Any]] = {}
-        end = len(self.ts)
         for j, label in enumerate(labels):
+            count = self.sn[j]
             sv = self.sv[j]
-            count = end - self.heads[j]
             out[label] = {"trades": count, "volume": sv if count else 0.0,
                           "buy_volume": self.sbuy[j] if count else 0.0,
                           "vwap": self.spv[j] / sv if count and sv > 0 else None}
@@ -266,7 +295,7 @@ class SymbolAnalytics:
                        microprice=(bid * asz + ask * bsz) / (bsz + asz),
                        book_levels=len(book.bids) + len(book.asks))
         out["book_valid"] = book.valid
-        if self.trades.ts:
+        if not self.trades.empty:
             self.trades.advance(now)
             out["trades"] = self.trades.figures(labels)
             out["last_trade"] = self.last_trade

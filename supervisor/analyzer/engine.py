@@ -35,7 +35,7 @@ from supervisor.analyzer.state import (
     read_trade,
 )
 from supervisor.codec import BookRecord, decode
-from supervisor.events import TYPE_OF, Event, Kind
+from supervisor.events import Event, Kind
 from supervisor.histogram import Histogram
 
 BOOK_SNAPSHOT = int(Kind.BOOK_SNAPSHOT)
@@ -50,7 +50,7 @@ GAP_KIND = int(Kind.GAP)
 KIND_BY_NAME = {k.name.lower(): int(k) for k in Kind}
 # Kinds whose ts_exchange is the time of the event itself (clock skew / misalignment).
 TIMED = frozenset({BOOK_DELTA, TRADE, FUNDING, LIQUIDATION, VOLATILITY_INDEX})
-MAX_SEED_BUFFER = 100_000  # deltas held per symbol while its snapshot is in flight
+MAX_SEED_BUFFER = 20_000  # deltas held per symbol while its snapshot is in flight
 
 
 class SymbolSlot(SymbolAnalytics):
@@ -344,74 +344,10 @@ class Engine:
 
     # ----- ZeroMQ documents -----------------------------------------------------------------
     def process_docs(self, docs: Sequence[dict[str, Any]]) -> int:
-        """Apply the collector's JSON documents (each with ``type`` and ``ring_seq``)."""
-        kinds = self.plugin_kinds
-        n = 0
-        oldest = -1
-        for doc in docs:
-            kind = KIND_BY_NAME.get(doc.get("type", ""))
-            if kind is None:
-                continue
-            n += 1
-            self.by_kind[kind] += 1
-            a = self.slot(doc["symbol"])
-            ts = doc["ts_recv"]
-            a.q.event(ts, doc["ts_exchange"], kind in TIMED)
-            if kind == BOOK_DELTA or kind == BOOK_SNAPSHOT:
-                self._book_doc(a, kind, doc, ts)
-            elif kind == TRADE:
-                price = float(doc["price"])
-                a.trades.add(ts, price, float(doc["size"]), doc["side"] == "buy")
-                a.last_trade = price
-                a.q.trade(price)
-            else:
-                self._scalar(a, kind, ts, _doc_values(kind, doc))
-            seq = doc.get("ring_seq", 0)
-            a.ring_seq = seq
-            a.ts = ts
-            a.dirty = True
-            if ts > self.ts_max:
-                self.ts_max = self.quality.clock = ts
-            if seq > self.ring_seq:
-                self.ring_seq = seq
-            if oldest < 0:
-                oldest = ts
-            if kind in kinds:
-                cls = TYPE_OF[Kind(kind)]
-                self.plugin_events.append(cls(*(doc[f] for f in cls._fields)))
-                self.plugin_seqs.append(seq)
-        if oldest >= 0:  # wall clocks: includes the offset between the two hosts' clocks
-            self.latency.observe(time.time_ns() - oldest)
-        self.events += n
-        return n
+        """Apply the collector's JSON documents (see :mod:`supervisor.analyzer.docs`)."""
+        from supervisor.analyzer.docs import process_docs
 
-    def _book_doc(self, a: SymbolSlot, kind: int, doc: dict[str, Any], ts: int) -> None:
-        book = a.book
-        seq = doc["seq"]
-        if kind == BOOK_SNAPSHOT:
-            if not book.valid:
-                a.vol.reset()
-                a.q.mid_jumps.reset()
-            bad = book.load_text(doc["bids"], doc["asks"], seq)
-            a.seeding = False
-            a.pending.clear()
-            if bad:
-                a.q.sizes(bad, True)
-        else:
-            prev = doc["prev_seq"]
-            item = (seq, prev, doc["bids"], doc["asks"])
-            if a.seeding:
-                a.pending.append(item)
-                self._check_pending(a)
-                return
-            verdict = delta_verdict(book.valid, book.seq, prev, seq)
-            if verdict != APPLY:
-                self._not_applied(a, verdict, seq, prev, item)
-                return
-            bad = book.apply_text(doc["bids"], doc["asks"], seq)
-            if bad:
-                a.q.sizes(bad, False)
-        self._after_book(a, ts)
+        return process_docs(self, docs)
 
     # ----- results ----------------------------------------------------------------------
     def take_plugin_batch(self) -> tuple[list[Event], list[int]]:
@@ -425,19 +361,6 @@ class Engine:
         doc["instance"] = self.instance
         doc["type"] = "analysis"
         return doc
-
-
-def _doc_values(kind: int, doc: dict[str, Any]) -> list[Any]:
-    """A ZeroMQ document's body fields in ring order, decimals as floats (None if empty)."""
-    fields = TYPE_OF[Kind(kind)]._fields[5:]
-    out: list[Any] = []
-    for f in fields:
-        v = doc[f]
-        if isinstance(v, str) and f not in ("reason", "detail", "period", "side", "trade_id"):
-            out.append(float(v) if v else None)
-        else:
-            out.append(v)
-    return out
 
 
 __all__ = ["Engine", "SymbolSlot", "TIMED"]

@@ -86,6 +86,8 @@ class Analyzer:
         self.stopping = False
         self.started = time.time()
         self.batches = 0
+        self.memory_soft_exceeded = 0
+        self._ticks = 0
         self._proc = psutil.Process()
         self._rate = 0.0
         self._rate_mark = (time.monotonic(), 0)
@@ -242,9 +244,27 @@ class Analyzer:
         q.check_stale(time.time_ns() if src.caught_up and lag == 0 else self.engine.ts_max)
         q.check_alignment()
         q.flush_logs()
+        self._ticks += 1
+        if self._ticks % 5 == 0:
+            self._check_memory()
         status = self.status(lag)
         self.notifier.status(status)
         self._publish_stats(status, lag)
+
+    def _check_memory(self) -> None:
+        """Above the soft limit: say what the process holds (the hard limit is MemoryMax=)."""
+        rss = self._proc.memory_info().rss
+        if rss <= self.settings.memory_soft_mb << 20:
+            return
+        self.memory_soft_exceeded += 1
+        e = self.engine
+        levels = sum(len(a.book.bids) + len(a.book.asks) for a in e.symbols.values())
+        buckets = sum(len(a.trades.starts) for a in e.symbols.values())
+        pending = sum(len(a.pending) for a in e.symbols.values())
+        self.log.warning("memory above soft limit: rss=%.1fMiB soft=%dMiB symbols=%d "
+                         "book_levels=%d trade_buckets=%d held_deltas=%d plugin_batch=%d",
+                         rss / 2**20, self.settings.memory_soft_mb, len(e.symbols), levels,
+                         buckets, pending, len(e.plugin_events))
 
     def status(self, lag: int | None = None) -> str:
         e = self.engine
@@ -261,6 +281,8 @@ class Analyzer:
         extra = {"state": state, "pid": os.getpid(), "rss": mem.rss,
                  "cpu_seconds": cpu.user + cpu.system, "ring": self.inst.ring,
                  "reader": self.inst.analyzer.reader,
+                 "memory_soft": self.settings.memory_soft_mb << 20,
+                 "memory_soft_exceeded": self.memory_soft_exceeded,
                  "snapshot_requests": self.snap.requests if self.snap else 0}
         if isinstance(src, ZmqSource):
             extra["malformed"] = src.malformed

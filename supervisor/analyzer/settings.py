@@ -29,6 +29,7 @@ jump_halflife        samples    half-life of the return variance estimate       
 log_interval         s          one log line per (check, symbol) per interval         10
 snapshot_timeout     s          ZeroMQ mode: snapshot request retry period            2
 plugin_timeout       s          plugin call this long: log its stack (0 = watchdog/2) 0
+memory_soft_mb       MiB        RSS above this: log what the analyzer holds, count it 192
 plugin_options       table      passed untouched to the plugin's ``setup``            {}
 ==================== ========== ===================================================== =======
 """
@@ -66,6 +67,7 @@ class Settings:
     log_interval: float = 10.0
     snapshot_timeout: float = 2.0
     plugin_timeout: float = 0.0
+    memory_soft_mb: int = 192  # below the unit's MemoryMax=256M
     plugin_options: Mapping[str, Any] = field(default_factory=dict)
 
 
