@@ -16,8 +16,12 @@ APT_TEST    :=
 PIP_RUNTIME := orjson
 PIP_TEST    := pytest hypothesis ruff
 PIP_BENCH   := faster-fifo
+# Building and checking the .deb (`make deb`; tests/test_deb.py needs them too): the
+# Build-Depends of packaging/debian/control not already in APT_RUNTIME, and lintian.
+APT_DEB     := debhelper dh-python pybuild-plugin-pyproject python3-all-dev python3-docutils \
+               python3-pytest python3-hypothesis lintian
 
-.PHONY: all demo test lint bench clean distclean deps
+.PHONY: all demo test lint bench clean distclean deps deb
 
 all: $(VENV)/.installed
 
@@ -57,3 +61,12 @@ clean:
 
 distclean: clean
 	rm -rf $(VENV) .stamp-apt
+
+# build/deb/marketprism_<version>_<arch>.deb, built out of tree (packaging/build-deb.sh says why)
+# and checked with lintian. The venv's pip fetches the orjson wheel the package bundles.
+deb: $(VENV)/.created
+	[ "$$(dpkg-query -W -f='$${db:Status-Abbrev}\n' $(APT_DEB) 2>/dev/null | grep -c '^ii')" \
+	  = "$(words $(APT_DEB))" ] || \
+		apt-get install -y -qq --no-install-recommends $(APT_DEB) >/dev/null
+	packaging/build-deb.sh --out build/deb
+	lintian --pedantic --fail-on error,warning build/deb/marketprism_*.deb
