@@ -135,3 +135,27 @@ class SystemdLab:
         self.run("systemd-sysusers")
         self.run(str(VENV_BIN / "marketprism"), "units", "sync")
         self.systemctl("daemon-reload")
+
+    # ----- the Debian package (tests/test_deb.py) -------------------------------------------
+    # Installing in the container writes only to its overlay: the host's dpkg database and
+    # files are untouched, and everything is gone after down().
+    def apt_get(self, *args: str, check: bool = True, timeout: float = 300
+                ) -> subprocess.CompletedProcess[str]:
+        """``apt-get -y ARGS`` inside, non-interactive, with stdin closed (a conffile prompt
+        fails instead of waiting)."""
+        return self.run("env", "DEBIAN_FRONTEND=noninteractive", "apt-get", "-y", "-q",
+                        *args, check=check, timeout=timeout, input="")
+
+    def package_version(self, package: str) -> str:
+        """The installed version of ``package``, '' when it is not installed."""
+        proc = self.run("dpkg-query", "-W", "-f", "${db:Status-Abbrev}${Version}", package,
+                        check=False)
+        return proc.stdout[3:] if proc.stdout.startswith("ii") else ""
+
+    def allow_service_actions(self) -> None:
+        """Remove the host image's ``policy-rc.d`` (Docker's "exit 101") inside the container.
+
+        With it, ``deb-systemd-invoke`` in maintainer scripts refuses every start, restart and
+        stop; a real machine has none, and the package's scripts are what is under test.
+        """
+        self.run("rm", "-f", "/usr/sbin/policy-rc.d")
