@@ -165,8 +165,7 @@ class Rig:
         self.tmp = tmp
         self.instance = "t" + uuid.uuid4().hex[:10]
         self.shm_dir = tmp / "shm"
-        self.shm_dir.mkdir()
-        os.environ["MARKETPRISM_SHM_DIR"] = str(self.shm_dir)
+        self.shm_dir.mkdir()  # the rig_factory fixture points MARKETPRISM_SHM_DIR here
         self.writer = shm.RingWriter(self.instance, capacity=capacity)
         self.encoder = codec.Encoder()
         self.seq = 0
