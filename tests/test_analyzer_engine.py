@@ -144,3 +144,28 @@ def _close(a, b):
     if isinstance(a, float) and isinstance(b, float):
         return a == pytest.approx(b, rel=1e-9)
     return a == b
+
+
+def test_records_that_do_not_decode_are_counted_and_skipped_and_the_rest_applies(caplog):
+    eng = make_engine()
+    good = FakeBatch(1, [snap(1), delta(2, 1, bids=[("99", "1")]), delta(3, 2)])
+    # record 2 cut short, and an unknown type id
+    lengths = list(good.lengths)
+    lengths[1] = 60
+    types = list(good.types)
+    types[2] = 77
+    good.lengths, good.types = lengths, types
+    assert eng.process_batch(good) == 3
+    assert eng.malformed == 2 and eng.ring_seq == 3
+    assert levels(eng) == ([(100.0, 1.0)], [(101.0, 1.0)])
+    assert "malformed record at ring seq 2 (type 2) skipped: error: unpack_from" in caplog.text
+
+
+def test_documents_that_do_not_decode_are_counted_and_a_half_applied_book_is_dropped():
+    eng, requested = seeding_engine()
+    docs = docs_of([snap(1), delta(2, 1, bids=[("99", "1"), ("98", "1")])])
+    docs[1]["bids"][1][0] = "not a price"  # fails after the first level was applied
+    docs.append({"type": "trade", "symbol": "X"})  # fields missing
+    docs.append({"type": "no_such_type"})
+    assert eng.process_docs(docs) == 1
+    assert eng.malformed == 3 and not eng.symbols["X"].book.valid and requested == ["X"]

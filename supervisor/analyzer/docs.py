@@ -17,6 +17,7 @@ from supervisor.analyzer.engine import (
     BOOK_DELTA,
     BOOK_SNAPSHOT,
     KIND_BY_NAME,
+    MALFORMED,
     TIMED,
     TRADE,
     Engine,
@@ -32,24 +33,36 @@ def process_docs(engine: Engine, docs: Sequence[dict[str, Any]]) -> int:
     n = 0
     oldest = -1
     for doc in docs:
-        kind = KIND_BY_NAME.get(doc.get("type", ""))
-        if kind is None:
+        kind = -1
+        a = None
+        try:
+            kind = KIND_BY_NAME[doc["type"]]
+            engine.by_kind[kind] += 1
+            a = engine.slot(doc["symbol"])
+            ts = doc["ts_recv"]
+            a.q.event(ts, doc["ts_exchange"], kind in TIMED)
+            if kind == BOOK_DELTA or kind == BOOK_SNAPSHOT:
+                _book_doc(engine, a, kind, doc, ts)
+            elif kind == TRADE:
+                price = float(doc["price"])
+                a.trades.add(ts, price, float(doc["size"]), doc["side"] == "buy")
+                a.last_trade = price
+                a.q.trade(price)
+            else:
+                engine._scalar(a, kind, ts, _doc_values(kind, doc))
+            seq = doc.get("ring_seq", 0)
+            if kind in kinds:
+                cls = TYPE_OF[Kind(kind)]
+                engine.plugin_events.append(cls(*(doc[f] for f in cls._fields)))
+                engine.plugin_seqs.append(seq)
+        except MALFORMED as exc:
+            if a is not None and (kind == BOOK_DELTA or kind == BOOK_SNAPSHOT):
+                # levels may be half applied: that book cannot be trusted any more
+                engine._invalidate(a)
+                engine._seed(a)
+            engine._malformed(doc.get("ring_seq", 0) if isinstance(doc, dict) else 0, kind, exc)
             continue
         n += 1
-        engine.by_kind[kind] += 1
-        a = engine.slot(doc["symbol"])
-        ts = doc["ts_recv"]
-        a.q.event(ts, doc["ts_exchange"], kind in TIMED)
-        if kind == BOOK_DELTA or kind == BOOK_SNAPSHOT:
-            _book_doc(engine, a, kind, doc, ts)
-        elif kind == TRADE:
-            price = float(doc["price"])
-            a.trades.add(ts, price, float(doc["size"]), doc["side"] == "buy")
-            a.last_trade = price
-            a.q.trade(price)
-        else:
-            engine._scalar(a, kind, ts, _doc_values(kind, doc))
-        seq = doc.get("ring_seq", 0)
         a.ring_seq = seq
         a.ts = ts
         a.dirty = True
@@ -59,14 +72,11 @@ def process_docs(engine: Engine, docs: Sequence[dict[str, Any]]) -> int:
             engine.ring_seq = seq
         if oldest < 0:
             oldest = ts
-        if kind in kinds:
-            cls = TYPE_OF[Kind(kind)]
-            engine.plugin_events.append(cls(*(doc[f] for f in cls._fields)))
-            engine.plugin_seqs.append(seq)
     if oldest >= 0:  # wall clocks: includes the offset between the two hosts' clocks
         engine.latency.observe(time.time_ns() - oldest)
     engine.events += n
     return n
+
 
 def _book_doc(engine: Engine, a: SymbolSlot, kind: int, doc: dict[str, Any], ts: int) -> None:
     book = a.book

@@ -18,6 +18,7 @@ stream never causes a second gap.
 from __future__ import annotations
 
 import logging
+import struct
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -34,7 +35,7 @@ from supervisor.analyzer.state import (
     read_scalar,
     read_trade,
 )
-from supervisor.codec import BookRecord, decode
+from supervisor.codec import BookRecord, CodecError, decode
 from supervisor.events import Event, Kind
 from supervisor.histogram import Histogram
 
@@ -50,6 +51,9 @@ GAP_KIND = int(Kind.GAP)
 KIND_BY_NAME = {k.name.lower(): int(k) for k in Kind}
 # Kinds whose ts_exchange is the time of the event itself (clock skew / misalignment).
 TIMED = frozenset({BOOK_DELTA, TRADE, FUNDING, LIQUIDATION, VOLATILITY_INDEX})
+# What a record or document that does not decode raises (codec, struct, our readers).
+MALFORMED = (CodecError, ValueError, struct.error, UnicodeDecodeError, KeyError, IndexError,
+             TypeError)
 MAX_SEED_BUFFER = 20_000  # deltas held per symbol while its snapshot is in flight
 
 
@@ -90,6 +94,8 @@ class Engine:
         self.no_book = 0  # deltas dropped while their book waited for a snapshot
         self.seeds = 0  # books seeded from the snapshot service
         self.stale_seeds = 0  # replies that arrived after the stream re-synced the book
+        self.malformed = 0  # records or documents that did not decode (skipped)
+        self._malformed_logged = -1e9
         self.latency = Histogram()  # collector receive -> analyzer, ns, one per batch
         self.ts_max = 0  # newest ts_recv seen (the data clock)
         self.plugin_events: list[Event] = []
@@ -136,46 +142,49 @@ class Engine:
             off = offsets[i]
             payload = data[off:off + lengths[i]]
             seq += 1
-            by_kind[kind] += 1
-            if kind == BOOK_DELTA or kind == BOOK_SNAPSHOT:
-                rec = BookRecord(kind, payload)
-                a = slot(rec.symbol) or new(rec.symbol)
-                ts = rec.ts_recv
-                mono = rec.ts_recv_mono
-                a.q.event(ts, rec.ts_exchange, kind == BOOK_DELTA)
-                book = a.book
-                if (kind == BOOK_DELTA and not a.seeding
-                        and verdict(book.valid, book.seq, rec.prev_seq, rec.seq) == APPLY):
-                    # the common case, inline: apply, then the checks on the new top
-                    bad = book.apply_record(rec.levels.tolist(), rec.n_bids, rec.price_exp,
-                                            rec.size_exp, rec.seq)
-                    if bad:
-                        a.q.sizes(bad, False)
-                    after(a, ts)
+            try:
+                by_kind[kind] += 1
+                if kind == BOOK_DELTA or kind == BOOK_SNAPSHOT:
+                    rec = BookRecord(kind, payload)
+                    a = slot(rec.symbol) or new(rec.symbol)
+                    ts = rec.ts_recv
+                    mono = rec.ts_recv_mono
+                    a.q.event(ts, rec.ts_exchange, kind == BOOK_DELTA)
+                    book = a.book
+                    if (kind == BOOK_DELTA and not a.seeding
+                            and verdict(book.valid, book.seq, rec.prev_seq, rec.seq) == APPLY):
+                        # the common case, inline: apply, then the checks on the new top
+                        bad = book.apply_record(rec.levels.tolist(), rec.n_bids, rec.price_exp,
+                                                rec.size_exp, rec.seq)
+                        if bad:
+                            a.q.sizes(bad, False)
+                        after(a, ts)
+                    else:
+                        self._book_record(a, kind, rec, ts)
+                elif kind == TRADE:
+                    sym, _, ts_ex, ts, mono, is_buy, price, size = read_trade(payload)
+                    a = slot(sym) or new(sym)
+                    a.q.event(ts, ts_ex, True)
+                    a.trades.add(ts, price, size, is_buy)
+                    a.last_trade = price
+                    a.q.trade(price)
                 else:
-                    self._book_record(a, kind, rec, ts)
-            elif kind == TRADE:
-                sym, _, ts_ex, ts, mono, is_buy, price, size = read_trade(payload)
-                a = slot(sym) or new(sym)
-                a.q.event(ts, ts_ex, True)
-                a.trades.add(ts, price, size, is_buy)
-                a.last_trade = price
-                a.q.trade(price)
-            else:
-                sym, _, ts_ex, ts, mono, values = read_scalar(kind, payload)
-                a = slot(sym) or new(sym)
-                a.q.event(ts, ts_ex, kind in TIMED)
-                self._scalar(a, kind, ts, values)
-            a.ring_seq = seq
-            a.ts = ts
-            a.dirty = True
-            if ts > ts_max:
-                ts_max = ts
-            if oldest_mono < 0:
-                oldest_mono = mono
-            if kind in kinds:
-                self.plugin_events.append(decode(kind, payload))
-                self.plugin_seqs.append(seq)
+                    sym, _, ts_ex, ts, mono, values = read_scalar(kind, payload)
+                    a = slot(sym) or new(sym)
+                    a.q.event(ts, ts_ex, kind in TIMED)
+                    self._scalar(a, kind, ts, values)
+                a.ring_seq = seq
+                a.ts = ts
+                a.dirty = True
+                if ts > ts_max:
+                    ts_max = ts
+                if oldest_mono < 0:
+                    oldest_mono = mono
+                if kind in kinds:
+                    self.plugin_events.append(decode(kind, payload))
+                    self.plugin_seqs.append(seq)
+            except MALFORMED as exc:
+                self._malformed(seq, kind, exc)
         n = seq - first_seq + 1
         if oldest_mono >= 0:
             # One observation per batch, of its oldest record: an upper bound for each
@@ -186,6 +195,19 @@ class Engine:
         if n > 0:
             self.ring_seq = seq
         return n
+
+    def _malformed(self, seq: int, kind: int, exc: Exception) -> None:
+        """A record that does not decode: counted, logged (rate-limited), skipped.
+
+        The collector writes only what the codec encoded, so this is a bug or a foreign
+        writer; skipping keeps one bad record from crash-looping the analyzer on restart.
+        """
+        self.malformed += 1
+        now = time.monotonic()
+        if now - self._malformed_logged >= self.settings.log_interval:
+            self._malformed_logged = now
+            self.log.error("malformed record at ring seq %d (type %d) skipped: %s: %s "
+                           "(%d so far)", seq, kind, type(exc).__name__, exc, self.malformed)
 
     def _book_record(self, a: SymbolSlot, kind: int, rec: BookRecord, ts: int) -> None:
         book = a.book

@@ -285,7 +285,7 @@ class Analyzer:
                  "memory_soft_exceeded": self.memory_soft_exceeded,
                  "snapshot_requests": self.snap.requests if self.snap else 0}
         if isinstance(src, ZmqSource):
-            extra["malformed"] = src.malformed
+            extra["malformed"] = src.malformed + self.engine.malformed
         kwargs = dict(instance=self.inst.name, mode=src.mode if src else "none", status=status,
                       ready=self.notifier.ready_sent and state == "running",
                       started=self.started, lag=lag,

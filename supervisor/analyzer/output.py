@@ -114,6 +114,7 @@ def stats_doc(engine: Engine, *, instance: str, mode: str, status: str, ready: b
         "overruns": engine.overruns, "sequence_gaps": engine.sequence_gaps,
         "gaps": engine.overruns + engine.sequence_gaps,
         "upstream_gaps": dict(engine.upstream_gaps), "no_book": engine.no_book,
+        "malformed": engine.malformed,
         "seeds": engine.seeds, "quality": engine.quality.to_dict(), "plugin": plugin,
         "results_sent": publisher.sent, "results_dropped": publisher.dropped,
         "latency_recv_analyzer": engine.latency.to_dict(),
