@@ -161,12 +161,14 @@ class Rig:
     """A ring written by the test, a config, and analyzer processes on it."""
 
     def __init__(self, tmp: Path, capacity: int = 1 << 24, plugin: dict[str, Any] | None = None,
-                 settings: str = "", analyzer: str = "", plugin_spec: str | None = None) -> None:
+                 settings: str = "", analyzer: str = "", plugin_spec: str | None = None,
+                 instance: str = "", create_ring: bool = True) -> None:
         self.tmp = tmp
         self.instance = "t" + uuid.uuid4().hex[:10]
         self.shm_dir = tmp / "shm"
         self.shm_dir.mkdir()  # the rig_factory fixture points MARKETPRISM_SHM_DIR here
-        self.writer = shm.RingWriter(self.instance, capacity=capacity)
+        self.capacity = capacity
+        self.writer = shm.RingWriter(self.instance, capacity=capacity) if create_ring else None
         self.encoder = codec.Encoder()
         self.seq = 0
         self.journal = tmp / "journal"
@@ -184,6 +186,7 @@ class Rig:
             market = "derivatives"
             symbols = ["BTC-USDT-PERP", "ETH-USDT-PERP"]
             ring_capacity = {capacity}
+            {instance}
             [instances.{self.instance}.analyzer]
             plugin = "{spec}"
             {analyzer}
@@ -272,7 +275,8 @@ class Rig:
                 p.kill()
                 p.wait()
         self.notify.close()
-        self.writer.close()
+        if self.writer is not None:
+            self.writer.close()
         for path in (block_path(f"{self.instance}.analyzer"),):
             if os.path.exists(path):
                 os.unlink(path)
@@ -360,6 +364,19 @@ def test_a_lapped_analyzer_reports_the_exact_loss_and_continues(rig_factory):
     assert (s["overruns"], s["gaps"]) == (1, 1)
     assert (f"lost {len(missing)} records (ring seq {missing[0]}..{missing[-1]}) before seq "
             f"{missing[-1] + 1}") in rig.log_text()
+    assert stop(rig, proc) == 0
+
+
+def test_a_ring_created_after_the_analyzer_started_is_used_not_zeromq(rig_factory):
+    """Foreground mode starts collector and analyzer together: auto mode waits for the ring."""
+    rig = rig_factory(create_ring=False, instance='zmq_pub = "tcp://127.0.0.1:1"')
+    proc = rig.start()
+    wait_for(lambda: "does not exist yet" in rig.log_text(), 30, "waiting", proc=proc)
+    assert "waiting for it up to 10s before using ZeroMQ" in rig.log_text()
+    rig.writer = shm.RingWriter(rig.instance, capacity=rig.capacity)
+    last = rig.write(100)
+    wait_for(lambda: rig.committed() == last, 30, "ring attached and read", proc=proc)
+    assert "over ZeroMQ" not in rig.log_text()
     assert stop(rig, proc) == 0
 
 

@@ -140,6 +140,7 @@ def zmq_rig(tmp_path):
         zmq_pub = "{endpoints['results']}"
         [instances.{instance}.analyzer.settings]
         snapshot_timeout = 0.5
+        ring_wait = 0
         """).replace("'", '"'))
     notify = Notify()
     env = dict(os.environ, NOTIFY_SOCKET=notify.path, PYTHONPATH=str(ROOT),

@@ -120,6 +120,9 @@ class Analyzer:
 
         inst, source = self.inst, self.settings.source
         warned = False
+        # "auto" gives a collector started alongside (foreground mode, a restart) time to
+        # create the ring before settling for ZeroMQ, which has no durable cursor.
+        zmq_after = time.monotonic() + self.settings.ring_wait
         while not self.stopping:
             if source != "zmq":
                 try:
@@ -129,7 +132,8 @@ class Analyzer:
                     return ring
                 except shm.RingNotFound:
                     pass
-            if source == "zmq" or (source == "auto" and inst.zmq_pub):
+            if source == "zmq" or (source == "auto" and inst.zmq_pub
+                                   and time.monotonic() >= zmq_after):
                 self.log.info("ring %s absent: consuming %s over ZeroMQ (no durable cursor)",
                               inst.ring, inst.zmq_pub)
                 zsrc = ZmqSource(self.ctx, inst.name, inst.zmq_pub, inst.analyzer.batch,
@@ -146,7 +150,9 @@ class Analyzer:
                 return zsrc
             if not warned:
                 self.log.warning("ring %s does not exist yet (collector not started?); "
-                                 "waiting for it", inst.ring)
+                                 "waiting for it%s", inst.ring,
+                                 f" up to {self.settings.ring_wait:g}s before using ZeroMQ"
+                                 if source == "auto" and inst.zmq_pub else "")
                 self.notifier.status(f"waiting for ring {inst.ring}")
                 warned = True
             self.notifier.watchdog()

@@ -7,8 +7,9 @@ configuration errors (exit 78), like everywhere else in the file.
 ==================== ========== ===================================================== =======
 key                  unit       meaning                                               default
 ==================== ========== ===================================================== =======
-source               -          ``auto`` (ring if its segment exists, else ZeroMQ),   auto
-                                ``ring`` or ``zmq``
+source               -          ``auto`` (the ring if its segment exists, else        auto
+                                ZeroMQ after ``ring_wait``), ``ring`` or ``zmq``
+ring_wait            s          ``auto``: how long to wait for the ring to appear     10
 publish_interval     s          at most one result per symbol per interval            0.1
 depth_levels         levels     N of the top-N depth imbalance                        5
 windows              s (list)   rolling trade VWAP / volume windows                   1,10,60
@@ -48,6 +49,7 @@ class Settings:
     """Validated analyzer settings (see the module docstring for units and meaning)."""
 
     source: str = "auto"
+    ring_wait: float = 10.0
     publish_interval: float = 0.1
     depth_levels: int = 5
     windows: tuple[float, ...] = (1.0, 10.0, 60.0)
@@ -85,10 +87,7 @@ def parse_settings(raw: Mapping[str, Any], path: str = "<config>",
         if key not in known:
             raise ConfigError(path, name, f"unknown key (known: {', '.join(known)})")
         values[key] = _check(path, name, key, value, getattr(defaults, key))
-    settings = Settings(**values)
-    if settings.plugin_timeout < 0:
-        raise ConfigError(path, f"{prefix}.plugin_timeout", "must be >= 0")
-    return settings
+    return Settings(**values)
 
 
 def _check(path: str, name: str, key: str, value: Any, default: Any) -> Any:
@@ -116,7 +115,10 @@ def _check(path: str, name: str, key: str, value: Any, default: Any) -> Any:
         return value
     if not isinstance(value, int | float):
         raise ConfigError(path, name, f"expected number, got {type(value).__name__} {value!r}")
-    if key != "plugin_timeout" and value <= 0:
+    if key in ("plugin_timeout", "ring_wait"):
+        if value < 0:
+            raise ConfigError(path, name, f"must be >= 0, got {value!r}")
+    elif value <= 0:
         raise ConfigError(path, name, f"must be > 0, got {value!r}")
     return float(value)
 
