@@ -123,6 +123,16 @@ def test_error_logs_are_rate_limited_but_every_skip_is_counted(caplog):
     assert len([r for r in caplog.records if "event skipped" in r.message]) == 1
 
 
+def test_memory_errors_are_not_blamed_on_an_event_they_end_the_process():
+    def analyze(batch):
+        raise MemoryError
+
+    runner = PluginRunner(Plugin("p", analyze), "test", LOG)
+    with pytest.raises(MemoryError):
+        runner.run(*trades(8))
+    assert runner.errors == 0
+
+
 # ----- setup and degraded mode -----------------------------------------------------------
 def test_a_failing_setup_degrades_and_the_plugin_gets_no_batches(caplog):
     calls = []

@@ -94,6 +94,8 @@ def analyze(batch):
             os.write(opts["fd"], b"".join(b"%d\\n" % s for s in batch.seqs))
             open(opts["journal"] + ".paused", "w").close()
             time.sleep(3600)
+        if seq == opts.get("oom_at") and once("oom"):
+            opts["hog"] = bytearray(1 << 44)  # 16 TiB: MemoryError at once
         if seq == opts.get("abort_at") and once("abort"):
             os.write(opts["fd"], b"".join(b"%d\\n" % s for s in batch.seqs))
             os.abort()
@@ -486,6 +488,20 @@ def test_an_aborting_plugin_kills_the_process_with_a_traceback_and_a_restart_res
     wait_for(lambda: rig.committed() == last, 30, "resumed to the end", proc=proc)
     assert rig.journal_seqs() == list(range(1, last + 1))
     assert "ended without a clean stop" in rig.log_text()
+    assert stop(rig, proc) == 0
+
+
+def test_a_plugin_out_of_memory_exits_with_a_resource_report_and_a_restart_resumes(
+        rig_factory):
+    rig = rig_factory(plugin={"oom_at": 300})
+    last = rig.write(1_000)
+    proc = rig.start()
+    assert proc.wait(timeout=30) == 1
+    out = rig.log_text()
+    assert "fatal: MemoryError" in out and "rss=" in out and "cgroup_memory=" in out
+    proc = rig.start()
+    wait_for(lambda: rig.committed() == last, 30, "resumed to the end", proc=proc)
+    assert rig.journal_seqs() == list(range(1, last + 1))
     assert stop(rig, proc) == 0
 
 

@@ -40,8 +40,11 @@ Contract (what the analyzer guarantees, and what a plug-in must do for exactly-o
 - **Failure modes.** A plug-in that hangs stops the processing loop, hence the watchdog
   pings: systemd kills and restarts the analyzer (its stack is logged after
   ``plugin_timeout``). Aborts and segfaults print a Python traceback (faulthandler) to the
-  journal. A ``setup`` or ``on_start`` that raises leaves the analyzer running the built-in
-  analysis only, with ``degraded`` in its STATUS line.
+  journal. ``MemoryError`` is not treated as a bad event: the analyzer logs a fatal line with
+  its memory figures and exits 1; a plug-in that grows past ``MemoryMax=`` is killed by the
+  kernel. Either way systemd restarts the analyzer, which resumes from the commit. A
+  ``setup`` or ``on_start`` that raises leaves the analyzer running the built-in analysis
+  only, with ``degraded`` in its STATUS line.
 """
 
 from __future__ import annotations
@@ -231,6 +234,10 @@ class PluginRunner:
             self.calls += 1
             try:
                 res = analyze(PluginBatch(self.instance, ev, sq))
+            except MemoryError:
+                # Not the event's fault: let the process die (resource report in the journal)
+                # and restart with its memory back, resuming from the commit.
+                raise
             except PluginEventError as exc:
                 i = _find(events, exc.event, lo, hi)
                 if i is not None:
