@@ -105,11 +105,17 @@ int mp_ring_create(mp_ring_t *ring, int fd, uint64_t capacity, uint32_t max_read
     {
         return result;
     }
-    if (ftruncate(fd, (off_t)length) != 0)
+    /* Allocate every page now: a full /dev/shm fails here with ENOSPC instead of killing
+     * the writer with SIGBUS mid-record later, and the first lap takes no page faults. */
+    int error = posix_fallocate(fd, 0, (off_t)length);
+    if (error != 0)
     {
-        return mp_ring_fail(MP_RING_ERROR_SYSTEM, "ftruncate: %s", strerror(errno));
+        errno = error;
+        return mp_ring_fail(MP_RING_ERROR_SYSTEM, "allocating %" PRIu64 " bytes: %s", length,
+            strerror(error));
     }
-    uint8_t *base = mmap(NULL, length, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    uint8_t *base =
+        mmap(NULL, length, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_POPULATE, fd, 0);
     if (base == MAP_FAILED)
     {
         return mp_ring_fail(MP_RING_ERROR_SYSTEM, "mmap: %s", strerror(errno));
@@ -184,8 +190,11 @@ int mp_ring_open(mp_ring_t *ring, int fd, uint64_t file_length, int writable)
             "file is %" PRIu64 " bytes, smaller than the %d-byte descriptor", file_length,
             MP_RING_DESCRIPTOR_LENGTH);
     }
+    /* Writers and readers map every page up front (no faults on the hot path); a read-only
+     * stats mapping touches only what it reads. */
     int protection = writable ? (PROT_READ | PROT_WRITE) : PROT_READ;
-    uint8_t *base = mmap(NULL, file_length, protection, MAP_SHARED, fd, 0);
+    int flags = writable ? (MAP_SHARED | MAP_POPULATE) : MAP_SHARED;
+    uint8_t *base = mmap(NULL, file_length, protection, flags, fd, 0);
     if (base == MAP_FAILED)
     {
         return mp_ring_fail(MP_RING_ERROR_SYSTEM, "mmap: %s", strerror(errno));
@@ -341,6 +350,7 @@ int mp_ring_writer_attach(mp_ring_writer_t *writer, mp_ring_t *ring, int32_t pid
     writer->oldest = oldest;
     writer->next_seq = next_seq;
     writer->intent_floor = intent;
+    writer->latest = latest;
     writer->bytes_written = atomic_load_explicit(&counters->bytes_written, memory_order_relaxed);
     writer->since_heartbeat = 0;
 
@@ -384,45 +394,48 @@ static inline void mp_ring_writer_reclaim(mp_ring_writer_t *writer, int64_t new_
         &ring->descriptor->writer.oldest_position, oldest, memory_order_release);
 }
 
-/* Claim room for one record, writing a padding record first when it would cross the end. */
-static inline int64_t mp_ring_writer_claim(mp_ring_writer_t *writer, int32_t record_length)
+/* Where a record of record_length starting at or after `from` ends (padding included). */
+static inline int64_t mp_ring_writer_span(const mp_ring_t *ring, int64_t from,
+    int32_t record_length)
 {
-    const mp_ring_t *ring = writer->ring;
-    mp_ring_writer_counters_t *counters = &ring->descriptor->writer;
-    int64_t tail = writer->tail;
-    int64_t room = ring->capacity - (tail & ring->mask);
+    int64_t room = ring->capacity - (from & ring->mask);
     int64_t aligned = mp_ring_align(record_length);
-    int64_t padding = aligned > room ? room : 0;
-    int64_t new_tail = tail + padding + aligned;
+    return from + (aligned > room ? room : 0) + aligned;
+}
 
+/* Announce that everything up to new_tail may be overwritten, before touching any of it. */
+static inline void mp_ring_writer_claim(mp_ring_writer_t *writer, int64_t new_tail)
+{
     mp_ring_writer_reclaim(writer, new_tail);
     int64_t intent = new_tail > writer->intent_floor ? new_tail : writer->intent_floor;
     /* pairs with: mp_ring_reader_validate (acquire load of tail_intent) */
-    atomic_store_explicit(&counters->tail_intent, intent, memory_order_release);
-    /* StoreStore: tail_intent is visible before any byte below is overwritten.
+    atomic_store_explicit(
+        &writer->ring->descriptor->writer.tail_intent, intent, memory_order_release);
+    /* StoreStore: tail_intent is visible before any byte of the claim is overwritten.
      * pairs with: the acquire fence in mp_ring_reader_validate */
     atomic_thread_fence(memory_order_release);
-
-    if (padding != 0)
-    {
-        /* Only length and type: the room left may be just 8 bytes. */
-        mp_ring_record_header_t *pad = mp_ring_record_at(ring, tail);
-        atomic_store_explicit(&pad->length, -(int32_t)padding, memory_order_relaxed);
-        pad->type = MP_RING_PADDING_TYPE;
-        /* pairs with: the tail acquire in mp_ring_reader_read */
-        atomic_store_explicit(&pad->length, (int32_t)padding, memory_order_release);
-    }
-    return tail + padding;
 }
 
-static inline void mp_ring_writer_append(
+/* Write one record (and the padding before it, if it would cross the end) at the local
+ * tail, inside the claimed span. Invisible to readers until mp_ring_writer_publish. */
+static inline void mp_ring_writer_put(
     mp_ring_writer_t *writer, int32_t type, const void *payload, int32_t length)
 {
-    mp_ring_writer_counters_t *counters = &writer->ring->descriptor->writer;
+    const mp_ring_t *ring = writer->ring;
     int32_t record_length = length + MP_RING_RECORD_HEADER_LENGTH;
-    int64_t position = mp_ring_writer_claim(writer, record_length);
-    mp_ring_record_header_t *record = mp_ring_record_at(writer->ring, position);
-
+    int64_t position = writer->tail;
+    int64_t room = ring->capacity - (position & ring->mask);
+    if (mp_ring_align(record_length) > room)
+    {
+        /* Only length and type: the room left may be just 8 bytes. */
+        mp_ring_record_header_t *pad = mp_ring_record_at(ring, position);
+        atomic_store_explicit(&pad->length, -(int32_t)room, memory_order_relaxed);
+        pad->type = MP_RING_PADDING_TYPE;
+        /* pairs with: the tail acquire in mp_ring_reader_read */
+        atomic_store_explicit(&pad->length, (int32_t)room, memory_order_release);
+        position += room;
+    }
+    mp_ring_record_header_t *record = mp_ring_record_at(ring, position);
     atomic_store_explicit(&record->length, -record_length, memory_order_relaxed);
     record->type = type;
     record->seq = writer->next_seq;
@@ -430,14 +443,21 @@ static inline void mp_ring_writer_append(
     /* pairs with: the tail acquire in mp_ring_reader_read, mp_ring_start_latest */
     atomic_store_explicit(&record->length, record_length, memory_order_release);
 
+    writer->latest = position;
     writer->tail = position + mp_ring_align(record_length);
     writer->next_seq++;
     writer->bytes_written += (uint64_t)length;
+}
+
+/* Make every record put so far visible: the counters readers poll change once per call. */
+static inline void mp_ring_writer_publish(mp_ring_writer_t *writer)
+{
+    mp_ring_writer_counters_t *counters = &writer->ring->descriptor->writer;
     /* pairs with: mp_ring_start_latest (acquire) */
-    atomic_store_explicit(&counters->latest_position, position, memory_order_release);
+    atomic_store_explicit(&counters->latest_position, writer->latest, memory_order_release);
     atomic_store_explicit(&counters->next_seq, writer->next_seq, memory_order_relaxed);
     atomic_store_explicit(&counters->bytes_written, writer->bytes_written, memory_order_relaxed);
-    /* The record is visible from here on. pairs with: mp_ring_reader_read (acquire) */
+    /* The records are visible from here on. pairs with: mp_ring_reader_read (acquire) */
     atomic_store_explicit(&counters->tail, writer->tail, memory_order_release);
 }
 
@@ -497,7 +517,10 @@ int mp_ring_write(mp_ring_writer_t *writer, int32_t type, const void *payload, i
     {
         return result;
     }
-    mp_ring_writer_append(writer, type, payload, length);
+    int32_t record_length = length + MP_RING_RECORD_HEADER_LENGTH;
+    mp_ring_writer_claim(writer, mp_ring_writer_span(writer->ring, writer->tail, record_length));
+    mp_ring_writer_put(writer, type, payload, length);
+    mp_ring_writer_publish(writer);
     mp_ring_writer_signal(writer);
     return MP_RING_SUCCESS;
 }
@@ -521,10 +544,35 @@ int mp_ring_write_batch(mp_ring_writer_t *writer, int32_t type, const void *data
         return mp_ring_fail(MP_RING_ERROR_ARGUMENT,
             "batch lengths add up to %" PRId64 " bytes, data has %" PRId64, total, data_length);
     }
-    for (int32_t i = 0; i < count; i++)
+    /* Claim and publish up to a quarter of the ring at a time: one tail_intent store and one
+     * publication per chunk instead of per record, and oldest_position never passes the
+     * published tail (a chunk is far shorter than the ring). */
+    const int64_t chunk = writer->ring->capacity / 4;
+    int32_t i = 0;
+    while (i < count)
     {
-        mp_ring_writer_append(writer, type, payload, lengths[i]);
-        payload += lengths[i];
+        int64_t start = writer->tail;
+        int64_t end = mp_ring_writer_span(
+            writer->ring, start, lengths[i] + MP_RING_RECORD_HEADER_LENGTH);
+        int32_t j = i + 1;
+        while (j < count)
+        {
+            int64_t next = mp_ring_writer_span(
+                writer->ring, end, lengths[j] + MP_RING_RECORD_HEADER_LENGTH);
+            if (next - start > chunk)
+            {
+                break;
+            }
+            end = next;
+            j++;
+        }
+        mp_ring_writer_claim(writer, end);
+        for (; i < j; i++)
+        {
+            mp_ring_writer_put(writer, type, payload, lengths[i]);
+            payload += lengths[i];
+        }
+        mp_ring_writer_publish(writer);
     }
     mp_ring_writer_signal(writer);
     return MP_RING_SUCCESS;

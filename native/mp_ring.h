@@ -265,6 +265,7 @@ typedef struct mp_ring_writer_stct
     int64_t oldest;
     int64_t next_seq;
     int64_t intent_floor; /* tail_intent left by a writer that died mid-record */
+    int64_t latest;       /* start of the newest record put */
     uint64_t bytes_written;
     uint32_t since_heartbeat;
 } mp_ring_writer_t;

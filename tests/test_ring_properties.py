@@ -30,13 +30,15 @@ class Model:
     tail: int = 0
     starts: list[int] = field(default_factory=list)  # start position of record seq = i + 1
     payloads: list[bytes] = field(default_factory=list)
+    types: list[int] = field(default_factory=list)
 
-    def write(self, payload: bytes) -> None:
+    def write(self, payload: bytes, type_id: int = 1) -> None:
         aligned = align(16 + len(payload))
         room = CAPACITY - self.tail % CAPACITY
         start = self.tail + (room if aligned > room else 0)
         self.starts.append(start)
         self.payloads.append(payload)
+        self.types.append(type_id)
         self.tail = start + aligned
 
     def end(self, seq: int) -> int:
@@ -57,6 +59,7 @@ class Model:
 
 sizes = st.one_of(st.integers(0, MAX), st.sampled_from([0, 1, 7, 8, 9, MAX - 1, MAX]))
 ops = st.lists(st.one_of(st.tuples(st.just("write"), st.lists(sizes, min_size=1, max_size=40)),
+                         st.tuples(st.just("write_batch"), st.lists(sizes, max_size=40)),
                          st.tuples(st.just("read"), st.integers(1, 64))),
                min_size=1, max_size=60)
 
@@ -74,8 +77,17 @@ def test_framing_matches_the_model_across_wraps(ops: list) -> None:
                 if op == "write":
                     for size in arg:
                         payload = bytes([len(model.payloads) % 251]) * size
-                        model.write(payload)
+                        model.write(payload, 1 + size % 5)
                         assert writer.write(payload, type_id=1 + size % 5) == len(model.payloads)
+                    assert writer.stats().tail == model.tail
+                    continue
+                if op == "write_batch":  # one C call, claimed and published chunk by chunk
+                    batch_payloads = [bytes([(len(model.payloads) + i) % 251]) * size
+                                      for i, size in enumerate(arg)]
+                    first_seq = len(model.payloads) + 1
+                    for payload in batch_payloads:
+                        model.write(payload, 6)
+                    assert writer.write_many(batch_payloads, type_id=6) == first_seq
                     assert writer.stats().tail == model.tail
                     continue
                 reader._batch.max_records = arg  # vary the batch size per read
@@ -89,7 +101,7 @@ def test_framing_matches_the_model_across_wraps(ops: list) -> None:
                 for i, record in enumerate(batch):
                     seq = first + i
                     assert record.seq == seq
-                    assert record.type_id == 1 + len(model.payloads[seq - 1]) % 5
+                    assert record.type_id == model.types[seq - 1]
                     assert bytes(record.payload) == model.payloads[seq - 1]
                 next_seq = first + batch.count
                 position = model.end(next_seq - 1)
