@@ -354,6 +354,7 @@ int mp_ring_writer_attach(mp_ring_writer_t *writer, mp_ring_t *ring, int32_t pid
     writer->bytes_written = atomic_load_explicit(&counters->bytes_written, memory_order_relaxed);
     writer->since_heartbeat = 0;
 
+    /* pairs with: mp_ring_start_latest (acquire load of latest_position) */
     atomic_store_explicit(&counters->latest_position, latest, memory_order_release);
     atomic_store_explicit(&counters->next_seq, next_seq, memory_order_relaxed);
     int64_t now = mp_ring_now_ns();
@@ -361,6 +362,7 @@ int mp_ring_writer_attach(mp_ring_writer_t *writer, mp_ring_t *ring, int32_t pid
     atomic_store_explicit(&info->started_ns, now, memory_order_relaxed);
     atomic_store_explicit(&info->heartbeat_ns, now, memory_order_relaxed);
     atomic_fetch_add_explicit(&info->attach_count, 1, memory_order_relaxed);
+    /* pairs with: mp_ring_stats_read (acquire load of state) */
     atomic_store_explicit(&info->state, MP_RING_WRITER_RUNNING, memory_order_release);
     return MP_RING_SUCCESS;
 }
@@ -431,7 +433,7 @@ static inline void mp_ring_writer_put(
         mp_ring_record_header_t *pad = mp_ring_record_at(ring, position);
         atomic_store_explicit(&pad->length, -(int32_t)room, memory_order_relaxed);
         pad->type = MP_RING_PADDING_TYPE;
-        /* pairs with: the tail acquire in mp_ring_reader_read */
+        /* pairs with: the tail acquire in mp_ring_reader_read (via mp_ring_writer_publish) */
         atomic_store_explicit(&pad->length, (int32_t)room, memory_order_release);
         position += room;
     }
@@ -464,7 +466,8 @@ static inline void mp_ring_writer_publish(mp_ring_writer_t *writer)
 void mp_ring_wake(mp_ring_t *ring)
 {
     mp_ring_descriptor_t *descriptor = ring->descriptor;
-    /* Clearing the flag also heals it after a sleeper was killed: at most one extra wake. */
+    /* Clearing the flag also heals it after a sleeper was killed: at most one extra wake.
+     * pairs with: the seq_cst store of sleepers.flag in mp_ring_reader_wait */
     if (atomic_exchange_explicit(&descriptor->sleepers.flag, 0, memory_order_acq_rel) != 0)
     {
         /* pairs with: mp_ring_reader_wait (acquire load of futex_word) */
@@ -598,6 +601,7 @@ void mp_ring_writer_close(mp_ring_writer_t *writer)
     mp_ring_writer_info_t *info = &writer->ring->descriptor->writer_info;
     mp_ring_writer_heartbeat(writer);
     atomic_store_explicit(&info->pid, 0, memory_order_relaxed);
+    /* pairs with: mp_ring_reader_wait, mp_ring_stats_read (acquire load of state) */
     atomic_store_explicit(&info->state, MP_RING_WRITER_STOPPED, memory_order_release);
     atomic_store_explicit(&writer->ring->descriptor->sleepers.flag, 1, memory_order_relaxed);
     mp_ring_wake(writer->ring); /* sleepers re-check the writer state */

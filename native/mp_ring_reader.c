@@ -41,7 +41,7 @@ static int mp_ring_start_oldest(const mp_ring_t *ring, int64_t *position, int64_
     const mp_ring_writer_counters_t *counters = &ring->descriptor->writer;
     for (;;)
     {
-        /* pairs with: mp_ring_writer_append (release store of tail) */
+        /* pairs with: mp_ring_writer_publish (release store of tail) */
         int64_t tail = atomic_load_explicit(&counters->tail, memory_order_acquire);
         /* pairs with: mp_ring_writer_reclaim (release store of oldest_position) */
         int64_t oldest = atomic_load_explicit(&counters->oldest_position, memory_order_acquire);
@@ -72,7 +72,7 @@ static int mp_ring_start_latest(const mp_ring_t *ring, int64_t *position, int64_
     const mp_ring_writer_counters_t *counters = &ring->descriptor->writer;
     for (int attempt = 0; attempt < MP_RING_LATEST_ATTEMPTS; attempt++)
     {
-        /* pairs with: mp_ring_writer_append (release store of tail) */
+        /* pairs with: mp_ring_writer_publish (release store of tail) */
         int64_t tail = atomic_load_explicit(&counters->tail, memory_order_acquire);
         if (tail == 0)
         {
@@ -80,7 +80,7 @@ static int mp_ring_start_latest(const mp_ring_t *ring, int64_t *position, int64_
             *seq = MP_RING_FIRST_SEQ;
             return MP_RING_SUCCESS;
         }
-        /* pairs with: mp_ring_writer_append (release store of latest_position) */
+        /* pairs with: mp_ring_writer_publish, mp_ring_writer_attach (release store of latest) */
         int64_t latest = atomic_load_explicit(&counters->latest_position, memory_order_acquire);
         if (latest < 0 || latest >= tail)
         {
@@ -106,6 +106,7 @@ static int mp_ring_start_latest(const mp_ring_t *ring, int64_t *position, int64_
         {
             return result;
         }
+        /* pairs with: mp_ring_writer_publish (release store of tail) */
         int64_t tail = atomic_load_explicit(&counters->tail, memory_order_acquire);
         result = oldest < tail ? mp_ring_walk(ring, oldest, tail, &next_seq, &latest)
                                : MP_RING_SUCCESS;
@@ -163,6 +164,7 @@ int32_t mp_ring_slot_claim(mp_ring_t *ring, const char *name, int32_t start)
     for (uint32_t i = 0; i < ring->max_readers; i++)
     {
         mp_ring_reader_slot_t *slot = &ring->slots[i];
+        /* pairs with: mp_ring_slot_release (release store of in_use) */
         if (atomic_load_explicit(&slot->in_use, memory_order_acquire) != 0)
         {
             continue;
@@ -200,6 +202,7 @@ int mp_ring_slot_release(mp_ring_t *ring, int32_t index)
         return mp_ring_fail(MP_RING_ERROR_ARGUMENT, "no reader slot %" PRId32, index);
     }
     mp_ring_reader_slot_t *slot = &ring->slots[index];
+    /* pairs with: mp_ring_slot_claim, mp_ring_slot_find (acquire load of in_use) */
     atomic_store_explicit(&slot->in_use, 0, memory_order_release);
     atomic_store_explicit(&slot->pid, 0, memory_order_relaxed);
     memset(slot->name, 0, sizeof(slot->name));
@@ -319,7 +322,7 @@ int32_t mp_ring_reader_read(mp_ring_reader_t *reader, mp_ring_batch_t *batch)
 
     for (int attempt = 0; attempt < MP_RING_READ_ATTEMPTS; attempt++)
     {
-        /* pairs with: mp_ring_writer_append (release store of tail) */
+        /* pairs with: mp_ring_writer_publish (release store of tail) */
         int64_t tail = atomic_load_explicit(&counters->tail, memory_order_acquire);
         int64_t start = reader->position;
         if (tail <= start)
@@ -405,7 +408,7 @@ int mp_ring_reader_available(const mp_ring_reader_t *reader)
     {
         return 0;
     }
-    /* pairs with: mp_ring_writer_append (release store of tail) */
+    /* pairs with: mp_ring_writer_publish (release store of tail) */
     return atomic_load_explicit(&reader->ring->descriptor->writer.tail, memory_order_acquire) >
         reader->position;
 }
@@ -478,6 +481,7 @@ int mp_ring_reader_wait(mp_ring_reader_t *reader, int64_t timeout_ns, int64_t sp
         {
             return MP_RING_TIMEOUT;
         }
+        /* pairs with: mp_ring_writer_close (release store of state) */
         if (rc == 0 &&
             atomic_load_explicit(&descriptor->writer_info.state, memory_order_acquire) ==
                 MP_RING_WRITER_STOPPED)
@@ -545,6 +549,7 @@ void mp_ring_stats_read(const mp_ring_t *ring, mp_ring_stats_t *stats)
     stats->max_message_length = ring->max_message_length;
     stats->max_readers = ring->max_readers;
     stats->created_ns = descriptor->header.created_ns;
+    /* pairs with: mp_ring_writer_publish (release store of tail) */
     stats->tail = atomic_load_explicit(&counters->tail, memory_order_acquire);
     stats->tail_intent = atomic_load_explicit(&counters->tail_intent, memory_order_relaxed);
     int64_t oldest_position = 0, oldest_seq = MP_RING_FIRST_SEQ;
@@ -557,6 +562,7 @@ void mp_ring_stats_read(const mp_ring_t *ring, mp_ring_stats_t *stats)
     stats->oldest_seq = oldest_seq;
     stats->next_seq = atomic_load_explicit(&counters->next_seq, memory_order_relaxed);
     stats->bytes_written = atomic_load_explicit(&counters->bytes_written, memory_order_relaxed);
+    /* pairs with: mp_ring_writer_attach, mp_ring_writer_close (release store of state) */
     stats->writer_state = atomic_load_explicit(&info->state, memory_order_acquire);
     stats->writer_pid = atomic_load_explicit(&info->pid, memory_order_relaxed);
     stats->writer_heartbeat_ns = atomic_load_explicit(&info->heartbeat_ns, memory_order_relaxed);

@@ -1,11 +1,28 @@
 """marketprism's shared-memory ring: one writer, many readers, across processes.
 
 A ring lives in ``/dev/shm/marketprism.<name>`` (``MARKETPRISM_SHM_DIR`` overrides the
-directory). The writer appends variable-length records (0..capacity/8 bytes, a positive type
-id, sequence numbers from 1) and never waits for anyone; each reader follows at its own pace
-and is told exactly how many records it lost if the writer laps it. Durable reader names keep
-their cursor in the segment across restarts. The layout is in ``native/mp_ring.h`` (mirrored
-in :mod:`shm._layout`).
+directory). The writer appends variable-length records (0..capacity/8 bytes, a type id > 0,
+sequence numbers from 1) and never waits for anyone; each reader follows at its own pace and
+is told exactly how many records it lost if the writer laps it. Durable reader names keep
+their cursor in the segment across restarts.
+
+Byte layout (little-endian; offsets pinned in ``native/mp_ring.h``, mirrored and tested in
+:mod:`shm._layout`)::
+
+    0     header (128 B)          magic "MMPRING1", layout version 1, capacity, record
+                                  alignment 8, max readers, max message length, offsets
+    128   writer counters (128 B) tail_intent, tail, oldest, latest, next_seq, bytes, futex
+    256   writer info (128 B)     state (new/running/stopped), pid, heartbeat
+    384   sleepers (128 B)        set by a reader about to sleep on the futex
+    512   reader slots (256 B each): name[32], pid, double-buffered commit (position,
+          next_seq, lost, overruns, time), live cursor on its own two cache lines
+    data_offset (page aligned): capacity bytes of records, each
+          int32 length | int32 type | int64 seq | payload, 8-byte aligned;
+          type -1 pads the end of the region when a record does not fit
+
+Thread safety: a :class:`RingWriter` or :class:`RingReader` is used by one thread at a
+time; any number of processes may each hold one. One writer per ring (a second one gets
+:class:`RingBusy`), one holder per durable reader name. Stats snapshots only read.
 
 Example::
 
@@ -18,7 +35,7 @@ Example::
         print(reader.read())   # Record(seq=1, type_id=1, payload=b'hello', lost=0)
     reader.commit()
 
-Command line: ``python -m shm ls | inspect NAME | rm NAME``.
+Command line: ``python -m shm ls | inspect NAME | rm NAME`` (``shm.cli.main(argv)``).
 """
 
 from shm._segment import remove_ring, segment_path

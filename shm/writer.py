@@ -110,9 +110,9 @@ class RingWriter:
         ValueError
             ``type_id <= 0``, payload too long, or the writer is closed.
         """
-        if type(payload) is bytes:  # cffi passes bytes to `const char *` without a copy
+        try:  # cffi passes bytes to `const char *` without a copy
             rc = _write(self._writer, type_id, payload, len(payload))
-        else:
+        except TypeError:  # bytearray, memoryview, ...: borrow their buffer
             view = _from_buffer(payload)
             rc = _write(self._writer, type_id, view, len(view))
         if rc:
