@@ -99,6 +99,10 @@ def analyze(batch):
         if seq == opts.get("abort_at") and once("abort"):
             os.write(opts["fd"], b"".join(b"%d\\n" % s for s in batch.seqs))
             os.abort()
+        if seq == opts.get("segfault_at") and once("segfault"):
+            os.write(opts["fd"], b"".join(b"%d\\n" % s for s in batch.seqs))
+            import ctypes
+            ctypes.string_at(0)  # SIGSEGV, as a crashing native extension would
     os.write(opts["fd"], b"".join(b"%d\\n" % s for s in batch.seqs))
     if opts.get("slow"):
         time.sleep(opts["slow"])  # widens the write -> commit window the kills aim at
@@ -476,14 +480,18 @@ def test_a_hanging_plugin_starves_the_watchdog_and_a_restart_resumes(rig_factory
     assert stop(rig, proc) == 0
 
 
-def test_an_aborting_plugin_kills_the_process_with_a_traceback_and_a_restart_resumes(
-        rig_factory):
-    rig = rig_factory(plugin={"abort_at": 300})
+@pytest.mark.parametrize("fault, sig, message", [
+    ("abort_at", signal.SIGABRT, "Fatal Python error: Aborted"),
+    ("segfault_at", signal.SIGSEGV, "Fatal Python error: Segmentation fault"),
+])
+def test_a_crashing_plugin_kills_the_process_with_a_traceback_and_a_restart_resumes(
+        rig_factory, fault, sig, message):
+    rig = rig_factory(plugin={fault: 300})
     last = rig.write(1_000)
     proc = rig.start()
-    assert proc.wait(timeout=30) == -signal.SIGABRT
+    assert proc.wait(timeout=30) == -sig
     out = rig.log_text()
-    assert "Fatal Python error: Aborted" in out and "journal_plugin.py" in out
+    assert message in out and "journal_plugin.py" in out  # the plug-in's frame
     proc = rig.start()
     wait_for(lambda: rig.committed() == last, 30, "resumed to the end", proc=proc)
     assert rig.journal_seqs() == list(range(1, last + 1))
