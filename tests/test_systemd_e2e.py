@@ -39,6 +39,35 @@ zmq_pub = "tcp://127.0.0.1:8087"
 analyzer = { enabled = false }
 """
 
+# Journals every ring seq the binance_spot analyzer processes; on start it rolls the journal
+# back to the last committed seq (the plug-in contract for exactly-once output).
+JOURNAL_PLUGIN = '''
+import os
+
+opts = {}
+
+
+def setup(ctx):
+    opts.update(ctx.options)
+
+
+def on_start(last):
+    path = opts["journal"]
+    lines = open(path, "rb").read().split(b"\\n")[:-1] if os.path.exists(path) else []
+    keep = b"".join(ln + b"\\n" for ln in lines if int(ln) <= (last or 0))
+    with open(path, "wb") as fh:
+        fh.write(keep)
+    opts["fd"] = os.open(path, os.O_WRONLY | os.O_APPEND)
+
+
+def analyze(batch):
+    os.write(opts["fd"], b"".join(b"%d\\n" % s for s in batch.seqs))
+'''
+JOURNAL = "/var/lib/marketprism/journal-binance_spot"
+PLUGIN_ANALYZER = (
+    'analyzer = { zmq_pub = "tcp://127.0.0.1:5623", plugin = "/etc/marketprism/journal.py", '
+    f'settings = {{ plugin_options = {{ journal = "{JOURNAL}" }} }} }}')
+
 TEST_DROPIN = f"""# Test lab: quicker watchdog and restarts; the policy itself is the unit's.
 [Service]
 WatchdogSec={WATCHDOG_SEC}
@@ -63,7 +92,10 @@ def messages(doc: dict, instance: str) -> int:
 @pytest.fixture(scope="module")
 def lab():
     demo = (REPO / "supervisor" / "data" / "demo.toml").read_text()
+    demo = demo.replace('analyzer = { zmq_pub = "tcp://127.0.0.1:5623" }', PLUGIN_ANALYZER)
+    assert PLUGIN_ANALYZER in demo
     with SystemdLab("mpe2e") as lab:
+        lab.write("/etc/marketprism/journal.py", JOURNAL_PLUGIN)
         lab.install_checkout(demo + CRASHY)
         for unit in ("collector@.service", "analyzer@.service"):
             lab.write(f"/etc/systemd/system/{unit}.d/60-test.conf", TEST_DROPIN)
@@ -115,6 +147,33 @@ def test_kill_9_of_one_collector_is_isolated_and_healed(lab):
     for inst, n in counts.items():
         assert messages(doc, inst) > n, f"{inst} stalled while binance_spot restarted"
     assert "status=9/KILL" in lab.journal(victim)
+
+
+def test_analyzer_killed_mid_stream_resumes_without_loss_or_repeat(lab):
+    unit = "analyzer@binance_spot.service"
+
+    def journal() -> list[int]:
+        return [int(x) for x in lab.run("cat", JOURNAL).stdout.split()]
+
+    for kills in range(1, 4):
+        seen = len(journal())
+        lab.wait_for("analyzer progress", lambda seen=seen: len(journal()) > seen + 100)
+        lab.run("kill", "-9", lab.prop(unit, "MainPID"))
+        lab.wait_for("restart", lambda k=kills: int(lab.prop(unit, "NRestarts")) == k,
+                     timeout=20)
+        lab.wait_for("active", lambda: lab.prop(unit, "ActiveState") == "active", timeout=30)
+    # Freeze the ring (stop its writer) and let the analyzer drain it.
+    lab.systemctl("stop", "collector@binance_spot.service")
+    stats = lab.run(str(VENV_BIN / "python"), "-c", "import shm, json; s = shm.ring_stats("
+                    "'binance_spot'); print(json.dumps([s.last_seq, [(r.name, r.lost) for r "
+                    "in s.readers]]))").stdout
+    last, readers = json.loads(stats)
+    assert dict(map(tuple, readers))["analyzer"] == 0  # never lapped
+    lab.wait_for("analyzer drained the ring", lambda: journal()[-1] == last, timeout=30)
+    seqs = journal()
+    assert seqs == list(range(seqs[0], last + 1)), "a ring seq was lost or repeated"
+    assert "status=9/KILL" in lab.journal(unit)
+    lab.systemctl("start", "collector@binance_spot.service", timeout=60)
 
 
 def test_sigstop_trips_the_watchdog_and_systemd_restarts(lab):
