@@ -12,7 +12,9 @@ export DEBIAN_FRONTEND := noninteractive
 APT_RUNTIME := python3 python3-venv python3-dev python3-setuptools python3-wheel gcc libcap-dev \
                python3-cffi python3-zmq python3-psutil python3-prometheus-client python3-prctl \
                python3-sdnotify python3-aiohttp
-APT_TEST    :=
+# The tests boot a real systemd (systemd-nspawn), check exposition with promtool, scrape a
+# real node_exporter, and build and lint the .deb (APT_DEB, below).
+APT_TEST    = systemd-container prometheus prometheus-node-exporter $(APT_DEB)
 PIP_RUNTIME := orjson
 PIP_TEST    := pytest hypothesis ruff
 PIP_BENCH   := faster-fifo
@@ -25,7 +27,7 @@ APT_DEB     := debhelper dh-python pybuild-plugin-pyproject python3-all-dev pyth
 
 all: $(VENV)/.installed
 
-.stamp-apt:
+.stamp-apt: Makefile
 	apt-get update -qq
 	apt-get install -y -qq --no-install-recommends $(APT_RUNTIME) $(APT_TEST) >/dev/null
 	touch $@
