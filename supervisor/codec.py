@@ -55,6 +55,8 @@ from supervisor.events import (  # noqa: F401 - KIND_OF re-exported for callers
 HEADER = struct.Struct("<qqqqB7x")
 BOOK_COUNTS = struct.Struct("<IIbb6x")
 PREV_SEQ = struct.Struct("<q")
+_DELTA_BODY = struct.Struct("<qIIbb6x")  # prev_seq then the book counts, read in one call
+_SYMBOL_CACHE: dict[bytes, str] = {}  # symbols repeat: decode each once
 MAX_SYMBOL = 64
 _ALIGN = 8
 
@@ -199,20 +201,26 @@ class BookRecord:
         mv = memoryview(payload)
         (self.seq, self.ts_exchange, self.ts_recv, self.ts_recv_mono,
          slen) = HEADER.unpack_from(mv, 0)
-        self.symbol = bytes(mv[40:40 + slen]).decode("ascii")
-        off = _pad(40 + slen)
-        if kind == Kind.BOOK_DELTA:
-            (self.prev_seq,) = PREV_SEQ.unpack_from(mv, off)
-            off += 8
+        raw = mv[40:40 + slen].tobytes()
+        symbol = _SYMBOL_CACHE.get(raw)
+        if symbol is None:
+            symbol = _SYMBOL_CACHE[raw] = raw.decode("ascii")
+        self.symbol = symbol
+        off = (47 + slen) & ~7  # 40 + slen rounded up to 8
+        if kind == 2:  # Kind.BOOK_DELTA
+            (self.prev_seq, self.n_bids, self.n_asks, self.price_exp,
+             self.size_exp) = _DELTA_BODY.unpack_from(mv, off)
+            off += 24
         else:
             self.prev_seq = self.seq
-        self.n_bids, self.n_asks, self.price_exp, self.size_exp = BOOK_COUNTS.unpack_from(mv, off)
-        off += 16
-        rows = self.n_bids + self.n_asks
-        if off + 16 * rows > len(mv):
-            raise CodecError(f"truncated book record for {self.symbol}")
+            self.n_bids, self.n_asks, self.price_exp, self.size_exp = BOOK_COUNTS.unpack_from(
+                mv, off)
+            off += 16
+        end = off + 16 * (self.n_bids + self.n_asks)
+        if end > len(mv):
+            raise CodecError(f"truncated book record for {symbol}")
         # Flat [p0, s0, p1, s1, ...]: bids first, then asks.
-        self.levels = mv[off:off + 16 * rows].cast("q")
+        self.levels = mv[off:end].cast("q")
 
 
 def decode(kind: int, payload: Any) -> Event:
