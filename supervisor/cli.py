@@ -10,10 +10,8 @@ from supervisor.aggregator import status
 
 
 def cmd_config_check(args: argparse.Namespace) -> int:
-    try:
-        cfg = config_mod.load(args.config)
-    except config_mod.ConfigError as exc:
-        print(f"marketprism: configuration error: {exc}", file=sys.stderr)
+    cfg = config_mod.load_or_report(args.config)
+    if cfg is None:
         return config_mod.EX_CONFIG
     print(f"{cfg.path}: OK")
     for name, inst in cfg.instances.items():
@@ -33,10 +31,8 @@ def cmd_ring(args: argparse.Namespace) -> int:
 def cmd_units_sync(args: argparse.Namespace) -> int:
     from supervisor import units
 
-    try:
-        cfg = config_mod.load(args.config)
-    except config_mod.ConfigError as exc:
-        print(f"marketprism: configuration error: {exc}", file=sys.stderr)
+    cfg = config_mod.load_or_report(args.config)
+    if cfg is None:
         return config_mod.EX_CONFIG
     return units.sync(cfg, root=args.root)
 
@@ -53,10 +49,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     from supervisor.service import setup_logging
 
     setup_logging("run")
-    try:
-        cfg = config_mod.load(args.config)
-    except config_mod.ConfigError as exc:
-        print(f"marketprism: configuration error: {exc}", file=sys.stderr)
+    cfg = config_mod.load_or_report(args.config)
+    if cfg is None:
         return config_mod.EX_CONFIG
     return Foreground(children_for(cfg)).run()
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import re
+import sys
 import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -343,5 +344,15 @@ def load(path: str | None = None) -> Config:
     return parse(text, path)
 
 
+def load_or_report(path: str | None = None, prog: str = "marketprism") -> Config | None:
+    """:func:`load` for commands: on error print the one-line reason, return None (exit 78)."""
+    try:
+        return load(path)
+    except ConfigError as exc:
+        print(f"{prog}: configuration error: {exc}", file=sys.stderr)
+        return None
+
+
 __all__ = ["Config", "ConfigError", "InstanceConfig", "AnalyzerConfig", "AggregatorConfig",
-           "ServiceConfig", "load", "parse", "resolve_path", "EX_CONFIG", "DEFAULT_PATH"]
+           "ServiceConfig", "load", "load_or_report", "parse", "resolve_path", "EX_CONFIG",
+           "DEFAULT_PATH"]

@@ -221,10 +221,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    try:
-        cfg = config_mod.load(args.config)
-    except config_mod.ConfigError as exc:
-        print(f"marketprism: configuration error: {exc}", file=sys.stderr)
+    cfg = config_mod.load_or_report(args.config)
+    if cfg is None:
         return config_mod.EX_CONFIG
     color = use_color(sys.stdout, args.color)
     try:
