@@ -80,6 +80,7 @@ class InstanceConfig:
     max_loop_lag: float  # seconds; above it the watchdog is not fed
     stale_after: float  # seconds without data before the watchdog is starved
     analyzer: AnalyzerConfig
+    nats: NatsConfig | None = None  # the JetStream sink; None: no [instances.X.nats] table
 
     def feed_config(self) -> FeedConfig:
         return FeedConfig(
@@ -98,6 +99,28 @@ class AnalyzerConfig:
     plugin: str = ""  # "package.module:function" or a path to a .py file with analyze()
     batch: int = 512  # max events per batch
     settings: Mapping[str, Any] = field(default_factory=dict)  # quality-check bounds etc.
+
+
+@dataclass(frozen=True)
+class NatsConfig:
+    """``[instances.X.nats]``: the optional JetStream sink (``nats-bridge@X``)."""
+
+    enabled: bool = True
+    servers: tuple[str, ...] = ("nats://127.0.0.1:4222",)
+    stream: str = ""  # JetStream stream name; "" = "marketprism_<instance>"
+    subject_prefix: str = "marketprism"  # subjects <prefix>.<instance>.<type>.<symbol>
+    credentials: str = ""  # NATS .creds file ("" = no authentication)
+    reader: str = "nats-bridge"  # durable ring reader name
+    encoding: str = "binary"  # "binary" (the ring record) or "json" (the ZeroMQ document)
+    max_in_flight: int = 1024  # publishes awaiting their ack
+    ack_timeout: float = 5.0  # seconds before an unacked publish counts as failed
+    commit_interval: float = 1.0  # seconds between ring commits under sustained load
+    create_stream: bool = True  # create the stream when it does not exist
+    duplicate_window: float = 120.0  # seconds (stream setting, used when creating it)
+    max_age: float = 3600.0  # seconds (stream setting, used when creating it)
+    max_bytes: int = 1 << 30  # stream setting, used when creating it
+    replicas: int = 1  # stream setting, used when creating it
+    consumer: str = "analyzer"  # durable consumer of an analyzer reading JetStream
 
 
 @dataclass(frozen=True)
@@ -166,13 +189,35 @@ def _port(v: int) -> str | None:
     return None if 0 < v < 65536 else f"not a TCP port: {v!r}"
 
 
+def _nats_urls(v: list[Any]) -> str | None:
+    if not v:
+        return "empty server list"
+    for url in v:
+        if not isinstance(url, str) or _url("nats", "tls")(url) or not url:
+            return f"not a nats:// or tls:// URL: {url!r}"
+    return None
+
+
+def _subject_tokens(v: str) -> str | None:
+    if re.match(r"^[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*$", v):
+        return None
+    return f"not NATS subject tokens ([A-Za-z0-9_-] separated by dots): {v!r}"
+
+
+def _stream_name(v: str) -> str | None:
+    if v == "" or re.match(r"^[A-Za-z0-9_-]{1,64}$", v):
+        return None
+    return f"not a JetStream name ([A-Za-z0-9_-], at most 64 characters): {v!r}"
+
+
 def _one_of(*values: str) -> Check:
     def check(v: str) -> str | None:
         return None if v in values else f"must be one of {', '.join(values)}; got {v!r}"
     return check
 
 
-# key -> (type, default, check). A default of None means required.
+# key -> (type, default, check). A default of None means required; ABSENT, optional table.
+ABSENT: Any = object()
 _INSTANCE_KEYS: dict[str, tuple[type | tuple[type, ...], Any, Check | None]] = {
     "exchange": (str, None, _one_of("okx", "binance", "deribit")),
     "market": (str, None, _one_of("spot", "derivatives")),
@@ -193,6 +238,7 @@ _INSTANCE_KEYS: dict[str, tuple[type | tuple[type, ...], Any, Check | None]] = {
     "max_loop_lag": ((int, float), 1.0, _positive),
     "stale_after": ((int, float), 60.0, _positive),
     "analyzer": (dict, {}, None),
+    "nats": (dict, ABSENT, None),  # optional: no table, no sink
 }
 _ANALYZER_KEYS: dict[str, tuple[type | tuple[type, ...], Any, Check | None]] = {
     "enabled": (bool, True, None),
@@ -201,6 +247,24 @@ _ANALYZER_KEYS: dict[str, tuple[type | tuple[type, ...], Any, Check | None]] = {
     "plugin": (str, "", None),
     "batch": (int, 512, _positive),
     "settings": (dict, {}, None),
+}
+_NATS_KEYS: dict[str, tuple[type | tuple[type, ...], Any, Check | None]] = {
+    "enabled": (bool, True, None),
+    "servers": (list, list(NatsConfig.servers), _nats_urls),
+    "stream": (str, "", _stream_name),
+    "subject_prefix": (str, "marketprism", _subject_tokens),
+    "credentials": (str, "", None),
+    "reader": (str, "nats-bridge", None),
+    "encoding": (str, "binary", _one_of("binary", "json")),
+    "max_in_flight": (int, 1024, _positive),
+    "ack_timeout": ((int, float), 5.0, _positive),
+    "commit_interval": ((int, float), 1.0, _positive),
+    "create_stream": (bool, True, None),
+    "duplicate_window": ((int, float), 120.0, _positive),
+    "max_age": ((int, float), 3600.0, _positive),
+    "max_bytes": (int, 1 << 30, _positive),
+    "replicas": (int, 1, _positive),
+    "consumer": (str, "analyzer", _stream_name),
 }
 _AGGREGATOR_KEYS: dict[str, tuple[type | tuple[type, ...], Any, Check | None]] = {
     "listen": (str, "127.0.0.1", None),
@@ -280,6 +344,14 @@ def _instance(path: str, name: str, raw: Any) -> InstanceConfig:
     if not re.match(r"^[A-Za-z0-9_.-]{1,64}$", ring):
         raise ConfigError(path, f"{prefix}.ring", f"bad ring name {ring!r}")
     an = _section(path, f"{prefix}.analyzer", v["analyzer"], _ANALYZER_KEYS)
+    nats = None
+    if v["nats"] is not ABSENT:
+        nv = _section(path, f"{prefix}.nats", v["nats"], _NATS_KEYS)
+        if not re.match(r"^[A-Za-z0-9_.-]{1,31}$", nv["reader"]):
+            raise ConfigError(path, f"{prefix}.nats.reader",
+                              "reader names are 1-31 characters of [A-Za-z0-9_.-]")
+        nats = NatsConfig(**{**nv, "servers": tuple(nv["servers"]),
+                             "stream": nv["stream"] or f"marketprism_{name}"})
     return InstanceConfig(
         name=name, exchange=v["exchange"], market=v["market"], symbols=tuple(symbols),
         channels=frozenset(channels), ws_url=v["ws_url"], rest_url=v["rest_url"], ring=ring,
@@ -289,7 +361,7 @@ def _instance(path: str, name: str, raw: Any) -> InstanceConfig:
         silence_timeout=float(v["silence_timeout"]),
         rest_poll_interval=float(v["rest_poll_interval"]),
         max_loop_lag=float(v["max_loop_lag"]), stale_after=float(v["stale_after"]),
-        analyzer=AnalyzerConfig(**an),
+        analyzer=AnalyzerConfig(**an), nats=nats,
     )
 
 
@@ -320,7 +392,9 @@ def _check_unique(path: str, instances: dict[str, InstanceConfig]) -> None:
         for key, space, value in (("ring", "ring", inst.ring),
                                   ("zmq_pub", "zmq", inst.zmq_pub),
                                   ("zmq_snapshot", "zmq", inst.zmq_snapshot),
-                                  ("analyzer.zmq_pub", "zmq", inst.analyzer.zmq_pub)):
+                                  ("analyzer.zmq_pub", "zmq", inst.analyzer.zmq_pub),
+                                  ("nats.stream", "stream",
+                                   inst.nats.stream if inst.nats else "")):
             if not value:
                 continue
             owner = seen.setdefault((space, value), f"{inst.name}.{key}")
@@ -353,6 +427,7 @@ def load_or_report(path: str | None = None, prog: str = "marketprism") -> Config
         return None
 
 
-__all__ = ["Config", "ConfigError", "InstanceConfig", "AnalyzerConfig", "AggregatorConfig",
+__all__ = ["Config", "ConfigError", "InstanceConfig", "AnalyzerConfig", "NatsConfig",
+           "AggregatorConfig",
            "ServiceConfig", "load", "load_or_report", "parse", "resolve_path", "EX_CONFIG",
            "DEFAULT_PATH"]
