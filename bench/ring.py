@@ -24,6 +24,8 @@ Rows:
 - ``ring C``: the same ring driven by C loops compiled into the extension
   (``mp_ring_bench_write``/``_read``, batches of ``--batch``): the rate without Python.
 
+Ring rows use a ``--capacity-mib`` ring (default 16 MiB, the library default).
+
 The ring never blocks its writer; to measure a sustained rate without loss, the benchmark
 writers (not the ring) pause while the reader is more than half a ring behind, reading the
 reader's cursor from the segment. The ``lost`` column must stay 0. Ring latency rows wait with
@@ -32,7 +34,8 @@ reader's cursor from the segment. The ``lost`` column must stay 0. Ring latency 
 Each figure is the median of ``--repeats`` runs (fresh processes each time). On a shared
 machine, other processes preempt the reader for milliseconds and that is what p99 then
 shows, for every transport; ``--rt`` runs the readers of the latency runs at SCHED_FIFO
-priority 1 (root), which removes that noise without changing the code paths measured.
+priority 1 (root) and pins reader and writer to different CPUs, which removes that noise
+without changing the code paths measured.
 The header line prints the load average before and after.
 
 Usage: ``.venv/bin/python bench/ring.py [--quick] [--repeats 5] [--sizes 64,256,1024] [--rt]``
@@ -59,8 +62,7 @@ import shm  # noqa: E402
 from shm._lib import C, ffi  # noqa: E402  (the C-level rows drive the C loops directly)
 
 STAMP = struct.Struct("<q")
-CAPACITY = 4 << 20  # fits the L3 cache: the writer's lines reach the reader from there
-MAX_LAG = CAPACITY // 2
+CAPACITY = 16 << 20  # the library's default ring; --capacity-mib changes it
 now_ns = time.perf_counter_ns
 
 
@@ -149,7 +151,7 @@ def baseline_reader(spec, mode, size, count, rate, ready, out):
 
 def ring_writer(spec, mode, size, count, rate, ready, out):
     kind, name, batch = spec["kind"], spec["name"], spec["batch"]
-    writer = shm.RingWriter(name, capacity=CAPACITY)
+    writer = shm.RingWriter(name, capacity=spec["capacity"])
     spec["created"].set()
     ready.wait()
     start = now_ns()
@@ -158,20 +160,21 @@ def ring_writer(spec, mode, size, count, rate, ready, out):
     elif mode == "latency":
         pace(writer.write, bytes(size - 8), count, rate)
     elif kind == "C":
-        C.mp_ring_bench_write(writer._writer, size, count, batch, MAX_LAG)
+        C.mp_ring_bench_write(writer._writer, size, count, batch, spec["max_lag"])
     elif kind == "batch":
         data, lengths = bytes(size * batch), array("i", [size] * batch)
         write_batch, lag = writer.write_batch, writer.max_reader_lag
         for _ in range(count // batch):
-            while lag() > MAX_LAG:
+            while lag() > spec["max_lag"]:
                 pass
             write_batch(data, lengths)
     else:
-        payload, write, lag = bytes(size), writer.write, writer.max_reader_lag
+        payload, write, lag, max_lag = bytes(size), writer.write, writer.max_reader_lag, \
+            spec["max_lag"]
         for i in range(count):
             write(payload)
             if not i & 255:
-                while lag() > MAX_LAG:
+                while lag() > max_lag:
                     pass
     out.put(("writer", start))
     spec["done"].wait()
@@ -222,9 +225,10 @@ def ring_reader(spec, mode, size, count, rate, ready, out):
     reader.close()
 
 
-def ring_make(kind, batch, spin_us):
+def ring_make(kind, batch, spin_us, capacity=CAPACITY):
     def make(ctx):
-        return {"kind": kind, "batch": batch, "spin_us": spin_us,
+        return {"kind": kind, "batch": batch, "spin_us": spin_us, "capacity": capacity,
+                "max_lag": capacity // 2,
                 "name": f"bench-{os.getpid()}-{uuid.uuid4().hex[:8]}",
                 "created": ctx.Event(), "done": ctx.Event()}
     return make
@@ -303,28 +307,34 @@ def main() -> int:
     parser.add_argument("--sizes", default="64,256,1024")
     parser.add_argument("--rate", type=float, default=20_000, help="latency pacing, msgs/s")
     parser.add_argument("--latency-count", type=int, default=20_000)
-    parser.add_argument("--batch", type=int, default=256, help="records per batched call")
+    parser.add_argument("--batch", type=int, default=1024, help="records per batched call")
     parser.add_argument("--spin-us", type=float, default=50.0,
                         help="ring readers busy-poll this long before sleeping on the futex")
     parser.add_argument("--scale", type=float, default=1.0, help="multiply message counts")
     parser.add_argument("--pin", action="store_true", help="pin reader and writer to CPUs")
+    parser.add_argument("--capacity-mib", type=int, default=CAPACITY >> 20,
+                        help="ring capacity (MiB, power of two)")
     parser.add_argument("--rt", action="store_true",
                         help="latency runs: every reader at SCHED_FIFO 1 (root), so other "
-                             "load on the machine does not preempt it")
+                             "load on the machine does not preempt it; implies --pin")
     args = parser.parse_args()
+    args.pin = args.pin or args.rt  # a SCHED_FIFO spinner must not share its writer's CPU
     if args.quick:
         args.repeats, args.latency_count, args.scale = 1, 5_000, args.scale * 0.3
+    capacity = args.capacity_mib << 20
     rows = [
         ("Pipe", pipe_make, baseline_writer, baseline_reader, 200_000),
         ("Queue", queue_make, baseline_writer, baseline_reader, 100_000),
         ("pyzmq ipc", zmq_make, baseline_writer, baseline_reader, 300_000),
         ("faster-fifo", fifo_make, baseline_writer, baseline_reader, 300_000),
-        ("ring msg", ring_make("msg", 1024, args.spin_us), ring_writer, ring_reader, 1_000_000),
-        ("ring msg futex", ring_make("msg", 1024, 0), ring_writer, ring_reader, 1_000_000),
-        ("ring batch", ring_make("batch", args.batch, args.spin_us), ring_writer, ring_reader,
-         5_000_000),
-        ("ring C", ring_make("C", args.batch, args.spin_us), ring_writer, ring_reader,
-         40_000_000),
+        ("ring msg", ring_make("msg", 1024, args.spin_us, capacity), ring_writer, ring_reader,
+         1_000_000),
+        ("ring msg futex", ring_make("msg", 1024, 0, capacity), ring_writer, ring_reader,
+         1_000_000),
+        ("ring batch", ring_make("batch", args.batch, args.spin_us, capacity), ring_writer,
+         ring_reader, 5_000_000),
+        ("ring C", ring_make("C", args.batch, args.spin_us, capacity), ring_writer,
+         ring_reader, 40_000_000),
     ]
     notes = []
     try:
@@ -346,7 +356,8 @@ def print_table(results, args, notes) -> None:
     load = "/".join(f"{x:.1f}" for x in (*args.load_before, *os.getloadavg()))
     print(f"\nMachine: {os.cpu_count()} CPUs, {platform.processor() or platform.machine()}, "
           f"Linux {platform.release()}, Python {platform.python_version()}; median of "
-          f"{args.repeats}; latency at {args.rate:.0f} msgs/s; ring spin {args.spin_us:g} us "
+          f"{args.repeats}; latency at {args.rate:.0f} msgs/s; ring {args.capacity_mib} MiB, spin "
+          f"{args.spin_us:g} us "
           f"('ring msg futex': 0); readers {'SCHED_FIFO' if args.rt else 'SCHED_OTHER'}"
           f"{', pinned' if args.pin else ''}; load average before/after {load}\n")
     print("| transport | size | msgs/s | x Pipe | p50 us | p99 us | p99.9 us | lost |")

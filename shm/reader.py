@@ -211,18 +211,20 @@ class RingReader:
             The reader is closed.
         """
         i = self._index
-        if i >= self._count:
-            if not self._fill():
-                return None
-            i = 0
-        self._index = i + 1
-        lost = self._first_lost
-        if lost:
-            self._first_lost = 0
-        offset = self._offsets[i]
+        if i < self._count:
+            self._index = i + 1
+            offset = self._offsets[i]
+            return _new_record(Record, (
+                self._first_seq + i, self._types[i],
+                self._data[offset:offset + self._lengths[i]].tobytes(), 0))
+        if not self._fill():
+            return None
+        self._index = 1
+        lost, self._first_lost = self._first_lost, 0
+        offset = self._offsets[0]
         return _new_record(Record, (
-            self._first_seq + i, self._types[i],
-            self._data[offset:offset + self._lengths[i]].tobytes(), lost))
+            self._first_seq, self._types[0],
+            self._data[offset:offset + self._lengths[0]].tobytes(), lost))
 
     def read_batch(self) -> Batch:
         """Up to ``batch_records`` records in one C call (``count`` may be 0).

@@ -165,10 +165,12 @@ class RingWriter:
         C.mp_ring_writer_heartbeat(self._writer)
 
     def max_reader_lag(self) -> int:
-        """Bytes the slowest attached durable reader is behind the writer (0 if none).
+        """Bytes the slowest durable reader is behind the writer (0 if none).
 
-        Reads the readers' live cursors; the writer never waits on it. Useful for alarms,
-        or for a producer that chooses to pace itself (the benchmarks do).
+        Counts every slot that records a pid: attached readers, and readers that died
+        without ``close()`` (until they come back or are removed). Reads the readers' live
+        cursors; the ring itself never waits on them. Useful for alarms, or for a producer
+        that chooses to pace itself (the tests and benchmarks do).
         """
         return C.mp_ring_writer_max_lag(self._writer)
 
