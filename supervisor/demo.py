@@ -1,16 +1,24 @@
 """``make demo``: the whole system against the built-in replay exchange, no internet needed.
 
-Starts ``marketprism-replay serve`` on 127.0.0.1:8090, then every instance of the embedded
-demo configuration (five collectors, an analyzer each, the aggregator) with
-``marketprism run``, and redraws the ``marketprism status`` table until Ctrl-C (or
-``--seconds``), then stops everything. Daemon logs go to ``--log`` so the table stays
-readable.
+Three ways to run it, picked in this order by ``--mode auto``:
+
+- ``container`` (the host's PID 1 is not systemd, we are root, systemd-nspawn exists): build
+  the .deb (``packaging/build-deb.sh``), boot a real systemd in a throw-away container (the
+  harness the tests use, ``tests/lab``), ``apt-get install`` the package there, point its
+  config at the replay exchange, start ``marketprism.target``: what a user gets on a server.
+- ``host`` (the host runs systemd): the same with the host's systemd; it installs the package
+  on this machine, so it is only chosen with ``--mode host``.
+- ``foreground``: ``marketprism run`` (no systemd at all).
+
+In every mode the replay exchange serves 127.0.0.1:8090 and the ``marketprism status``
+table is redrawn until Ctrl-C (or ``--seconds``); then everything is stopped and removed.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -42,6 +50,62 @@ def replay_up(url: str) -> bool:
         return False
 
 
+def pick_mode(requested: str) -> str:
+    if requested != "auto":
+        return requested
+    if os.path.isdir("/run/systemd/system"):
+        return "foreground"  # never install on a real host unasked: --mode host does
+    if os.geteuid() == 0 and shutil.which("systemd-nspawn") and Path("tests/lab").is_dir():
+        return "container"
+    return "foreground"
+
+
+def show_until_stopped(cfg: config_mod.Config, seconds: float, alive, stopping) -> None:
+    """Redraw the status table every 2 s until Ctrl-C, ``seconds`` or ``alive()`` fails."""
+    color = status.use_color(sys.stdout)
+    started = time.monotonic()
+    while not stopping() and alive():
+        doc, source = status.get_health(cfg, None)
+        table = status.render(doc, color=color, source=source)
+        if sys.stdout.isatty():
+            sys.stdout.write("\x1b[H\x1b[2J")
+        print(f"marketprism demo ({time.monotonic() - started:.0f}s; Ctrl-C stops)\n")
+        print(table, flush=True)
+        if seconds and time.monotonic() - started >= seconds:
+            return
+        wait_until(stopping, 2.0)
+
+
+def run_container(args: argparse.Namespace, cfg: config_mod.Config, stopping) -> int:
+    """Build the .deb, install it in a booted systemd, start marketprism.target."""
+    sys.path.insert(0, os.getcwd())
+    from tests.lab import SystemdLab  # the harness the tests use (a checkout-only tool)
+
+    out = Path("build/deb")
+    print("building the .deb (packaging/build-deb.sh) ...", flush=True)
+    with open(args.log, "ab") as log:
+        subprocess.run(["packaging/build-deb.sh", "--out", str(out)], check=True,
+                       stdout=log, stderr=log)
+    deb = sorted(out.glob("marketprism_*.deb"))[-1]
+    print(f"booting systemd in a container and installing {deb.name} ...", flush=True)
+    with SystemdLab("mpdemo", binds=(f"{deb.parent.resolve()}:/demo",)) as lab:
+        lab.run("rm", "-f", "/usr/sbin/policy-rc.d")
+        lab.run("env", "DEBIAN_FRONTEND=noninteractive", "apt-get", "install", "-y", "-q",
+                f"/demo/{deb.name}", timeout=600)
+        lab.write("/etc/marketprism/marketprism.toml", Path(args.config).read_text())
+        lab.run("marketprism", "units", "sync")
+        lab.run("systemd-run", "--unit=marketprism-replay", "-p", "Type=simple",
+                "marketprism-replay", "serve", "--port", "8090", "--rate", str(args.rate))
+        lab.wait_for("replay exchange", lambda: replay_up("http://127.0.0.1:8090"), 30)
+        print("systemctl start marketprism.target ...", flush=True)
+        lab.systemctl("start", "marketprism.target", timeout=300)
+        show_until_stopped(cfg, args.seconds, lambda: True, stopping)
+        print("stopping (systemctl stop marketprism.target, then the container) ...",
+              flush=True)
+        lab.systemctl("stop", "marketprism.target", check=False)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="marketprism-demo", description=__doc__)
     parser.add_argument("--seconds", type=float,
@@ -51,24 +115,39 @@ def main(argv: list[str] | None = None) -> int:
                         help="replay messages/s per connection")
     parser.add_argument("--log", default="build/demo.log", help="daemon log file")
     parser.add_argument("--config", default=DEMO_CONFIG)
+    parser.add_argument("--mode", choices=("auto", "container", "host", "foreground"),
+                        default=os.environ.get("DEMO_MODE", "auto"))
     args = parser.parse_args(argv)
     cfg = config_mod.load(args.config)
     Path(args.log).parent.mkdir(parents=True, exist_ok=True)
-    log = open(args.log, "ab")
-    py = sys.executable
-    replay_url = "http://127.0.0.1:8090"
-    print(f"marketprism demo: replay exchange on {replay_url}, daemon logs in {args.log}")
-    replay = subprocess.Popen([py, "-m", "supervisor.replay.main", "serve", "--port", "8090",
-                               "--rate", str(args.rate)], stdout=log, stderr=log)
-    procs = [replay]
-    stopping = False
+    stop_flag: list[bool] = []
 
     def stop(signum: int, _frame: object) -> None:
-        nonlocal stopping
-        stopping = True
+        stop_flag.append(True)
 
     signal.signal(signal.SIGINT, stop)
     signal.signal(signal.SIGTERM, stop)
+    mode = pick_mode(args.mode)
+    print(f"marketprism demo, mode {mode}: replay exchange on 127.0.0.1:8090, "
+          f"logs in {args.log}", flush=True)
+    if mode == "container":
+        return run_container(args, cfg, lambda: bool(stop_flag))
+    if mode == "host":
+        print("--mode host: apt install ./build/deb/marketprism_*.deb, then follow the "
+              "README's Install section; this demo does not change a real host by itself.",
+              file=sys.stderr)
+        return 2
+    return run_foreground(args, cfg, lambda: bool(stop_flag))
+
+
+def run_foreground(args: argparse.Namespace, cfg: config_mod.Config, stopping) -> int:
+    """Replay exchange + ``marketprism run`` as child processes."""
+    log = open(args.log, "ab")
+    py = sys.executable
+    replay_url = "http://127.0.0.1:8090"
+    replay = subprocess.Popen([py, "-m", "supervisor.replay.main", "serve", "--port", "8090",
+                               "--rate", str(args.rate)], stdout=log, stderr=log)
+    procs = [replay]
     try:
         if not wait_until(lambda: replay_up(replay_url) or replay.poll() is not None, 20):
             print("replay exchange did not come up; see", args.log, file=sys.stderr)
@@ -79,18 +158,7 @@ def main(argv: list[str] | None = None) -> int:
         run = subprocess.Popen([py, "-m", "supervisor.cli", "run", "--config", args.config],
                                stdout=log, stderr=log)
         procs.insert(0, run)
-        color = status.use_color(sys.stdout)
-        started = time.monotonic()
-        while not stopping and run.poll() is None:
-            doc, source = status.get_health(cfg, None)
-            table = status.render(doc, color=color, source=source)
-            if sys.stdout.isatty():
-                sys.stdout.write("\x1b[H\x1b[2J")
-            print(f"marketprism demo ({time.monotonic() - started:.0f}s; Ctrl-C stops)\n")
-            print(table, flush=True)
-            if args.seconds and time.monotonic() - started >= args.seconds:
-                break
-            wait_until(lambda: stopping, 2.0)
+        show_until_stopped(cfg, args.seconds, lambda: run.poll() is None, stopping)
         return 0
     finally:
         print("stopping...", flush=True)
