@@ -14,8 +14,8 @@ APT_RUNTIME := python3 python3-venv python3-dev python3-setuptools python3-wheel
                python3-sdnotify python3-aiohttp
 # The tests boot a real systemd (systemd-nspawn), check exposition with promtool, scrape a
 # real node_exporter, and build and lint the .deb (APT_DEB, below).
-APT_TEST    = systemd-container prometheus prometheus-node-exporter $(APT_DEB)
-PIP_RUNTIME := orjson
+APT_TEST    = systemd-container prometheus prometheus-node-exporter nats-server $(APT_DEB)
+PIP_RUNTIME := orjson nats-py
 PIP_TEST    := pytest hypothesis ruff
 PIP_BENCH   := faster-fifo
 # Building and checking the .deb (`make deb`; tests/test_deb.py needs them too): the
