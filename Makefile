@@ -51,9 +51,11 @@ test: $(VENV)/.installed
 	$(PY) -m ruff check shm supervisor tests bench native
 	$(PY) -m pytest -q
 
+# Every bench/ script, one after the other, into bench/RESULTS.md (QUICK=1: each script's
+# --quick, a few minutes in all). py-spy profiles the collector and the analyzer.
 bench: $(VENV)/.installed
-	$(PIP) install $(PIP_BENCH)
-	$(PY) bench/ring.py
+	$(PIP) install $(PIP_BENCH) py-spy
+	$(PY) bench/run_all.py $(if $(QUICK),--quick)
 
 lint: $(VENV)/.installed
 	$(PY) -m ruff check shm supervisor tests bench native
