@@ -57,6 +57,15 @@ bench: $(VENV)/.installed
 	$(PIP) install $(PIP_BENCH) py-spy
 	$(PY) bench/run_all.py $(if $(QUICK),--quick)
 
+# The whole system under systemd (the test lab, our real units) at high rate, under seeded
+# random faults, for SOAK_MINUTES (10) plus a few minutes of boot, settle and drain; not
+# part of `make test`. Knobs: SOAK_MINUTES, SOAK_SEED (random if unset, printed), SOAK_RATE
+# (2000 msgs/s per connection). Writes build/soak/soak-<stamp>.json and .log; exit 1 when an
+# invariant fails. A real run: soak/RESULTS.md.
+.PHONY: soak
+soak: $(VENV)/.installed
+	$(PY) -m soak
+
 lint: $(VENV)/.installed
 	$(PY) -m ruff check shm supervisor tests bench native
 
