@@ -142,9 +142,17 @@ class SystemdLab:
     def apt_get(self, *args: str, check: bool = True, timeout: float = 300
                 ) -> subprocess.CompletedProcess[str]:
         """``apt-get -y ARGS`` inside, non-interactive, with stdin closed (a conffile prompt
-        fails instead of waiting)."""
-        return self.run("env", "DEBIAN_FRONTEND=noninteractive", "apt-get", "-y", "-q",
-                        *args, check=check, timeout=timeout, input="")
+        fails instead of waiting). On a timeout the error carries the container's pending
+        jobs and process tree (what a maintainer script was waiting for)."""
+        try:
+            return self.run("env", "DEBIAN_FRONTEND=noninteractive", "apt-get", "-y", "-q",
+                            *args, check=check, timeout=timeout, input="")
+        except subprocess.TimeoutExpired as exc:
+            state = self.sh("systemctl list-jobs --no-pager; ps -ef --forest | tail -n 60",
+                            check=False).stdout
+            out = exc.stdout.decode(errors="replace") if isinstance(exc.stdout, bytes) else ""
+            raise LabError(f"apt-get {' '.join(args)}: no answer after {timeout}s\n"
+                           f"output: {out[-2000:]}\ncontainer:\n{state}") from None
 
     def package_version(self, package: str) -> str:
         """The installed version of ``package``, '' when it is not installed."""
