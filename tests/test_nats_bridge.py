@@ -297,10 +297,12 @@ def test_kill_9_mid_stream_neither_loses_nor_duplicates(nats_server, instance, r
     rng = random.Random()
     resent = []
     for _ in range(3):
+        before = _stored(nats_server.url, f"s_{instance}")
         proc = _spawn(cfg, instance)
-        wait_until(lambda: _stored(nats_server.url, f"s_{instance}") > 0, 20,
-                   "the first publishes")
-        time.sleep(rng.uniform(0.05, 0.5))
+        # Kill while this process is publishing (not while it is still importing).
+        wait_until(lambda b=before: _stored(nats_server.url, f"s_{instance}") > b, 20,
+                   "this process's first publishes", interval=0.002)
+        time.sleep(rng.uniform(0.02, 0.3))
         proc.kill()
         proc.wait(10)
         reader = {r.name: r for r in shm.ring_stats(ring_name).readers}["nats-bridge"]
@@ -376,3 +378,12 @@ def test_daemon_exits_78_without_a_nats_table(tmp_path, instance):
     out = proc.communicate(timeout=20)[0].decode()
     assert proc.returncode == 78
     assert f"instances.{instance}.nats: no NATS sink configured for this instance" in out
+
+
+def test_daemon_exits_78_when_the_credentials_file_is_unreadable(tmp_path, instance):
+    cfg = write_config(tmp_path / "mp.toml", instance, "r", "nats://127.0.0.1:4222",
+                       credentials=str(tmp_path / "missing.creds"))
+    proc = _spawn(cfg, instance)
+    out = proc.communicate(timeout=20)[0].decode()
+    assert proc.returncode == 78
+    assert f"instances.{instance}.nats.credentials: cannot read {tmp_path}/missing.creds" in out

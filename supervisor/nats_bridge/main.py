@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib.util
 import logging
 import os
 import signal
@@ -198,6 +199,14 @@ def load(instance: str, path: str | None) -> tuple[config_mod.Config,
     if not inst.nats.enabled:
         raise config_mod.ConfigError(cfg.path, f"instances.{inst.name}.nats.enabled",
                                      "the NATS sink is disabled for this instance")
+    creds = inst.nats.credentials
+    if creds:
+        key = f"instances.{inst.name}.nats.credentials"
+        if not os.access(creds, os.R_OK):
+            raise config_mod.ConfigError(cfg.path, key, f"cannot read {creds}")
+        if importlib.util.find_spec("nkeys") is None:
+            raise config_mod.ConfigError(cfg.path, key, "a credentials file needs the nkeys "
+                                         "package (pip install nkeys)")
     return cfg, inst
 
 
