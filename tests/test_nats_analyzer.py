@@ -185,3 +185,44 @@ def test_batches_hold_consecutive_seqs_whatever_the_fetch_size(nats_server, inst
     finally:
         src.close()
     assert seqs == [r[0] for r in records] and engine.lost == 0
+
+
+def test_analyzer_daemon_consumes_the_stream_with_source_jetstream(nats_server, instance,
+                                                                     ring_name, tmp_path):
+    """The real ``marketprism-analyzer`` process, configured for another host: no ring."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    from supervisor import statsblock
+
+    events = synthetic_events(3000)
+    records = bridge_all(nats_server, instance, ring_name, events)
+    cfg = support.write_config(tmp_path / "mp.toml", instance, f"absent_{ring_name}",
+                               nats_server.url, stream=f"s_{instance}")
+    with open(cfg, "a") as fh:
+        fh.write(f'[instances.{instance}.analyzer.settings]\nsource = "jetstream"\n')
+    block = f"{instance}.analyzer"
+    proc = subprocess.Popen([sys.executable, "-m", "supervisor.analyzer.main", instance,
+                             "--config", str(cfg)], stderr=subprocess.PIPE, text=True,
+                            env=dict(os.environ, MARKETPRISM_SYSLOG_PREFIX="0"))
+    try:
+        def done():
+            try:
+                doc = statsblock.read_block(block)[0]
+            except statsblock.StatsBlockError:
+                return None
+            return doc if doc.get("committed_seq") == records[-1][0] else None
+
+        doc = support.wait_until(done, 60, "analyzer committed the last ring seq")
+        assert doc["mode"] == "jetstream" and doc["events"] == len(records)
+        assert doc["lost"] == 0 and doc["gaps"] == 0
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=30)
+        try:
+            os.unlink(statsblock.block_path(block))
+        except FileNotFoundError:
+            pass
+    assert proc.returncode == 0, err

@@ -29,7 +29,7 @@ import re
 import signal
 import sys
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import psutil
 import zmq
@@ -57,6 +57,11 @@ from supervisor.service import (
 )
 from supervisor.statsblock import StatsBlockError, StatsWriter, read_block
 
+if TYPE_CHECKING:  # imported lazily: nats-py is only needed with source = "jetstream"
+    from supervisor.analyzer.jetstream_source import JetStreamSource
+
+    Source = RingSource | ZmqSource | JetStreamSource
+
 STATS_CAPACITY = 256 * 1024
 _READER_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,31}$")
 
@@ -81,7 +86,7 @@ class Analyzer:
                              request_seed=self.snap.request if self.snap else None)
         self.publisher = ResultPublisher(self.ctx, inst.analyzer.zmq_pub, inst.name,
                                          settings.publish_interval)
-        self.source: RingSource | ZmqSource | None = None
+        self.source: Source | None = None
         self._initial_seeds: list[str] = []  # ZeroMQ mode: books to request once subscribed
         self.stopping = False
         self.started = time.time()
@@ -114,11 +119,19 @@ class Analyzer:
             return
         self.stopping = True
 
-    def _attach(self) -> RingSource | ZmqSource | None:
+    def _attach(self) -> Source | None:
         """The ring if its segment exists (or must), else ZeroMQ; waits for a late ring."""
         import shm
 
         inst, source = self.inst, self.settings.source
+        if source == "jetstream":
+            from supervisor.analyzer.jetstream_source import JetStreamSource
+
+            assert inst.nats is not None  # load() checked it
+            self.log.info("consuming stream %s from %s (durable consumer %r)",
+                          inst.nats.stream, ",".join(inst.nats.servers), inst.nats.consumer)
+            return JetStreamSource(inst.name, inst.nats, inst.analyzer.batch, self.log,
+                                   on_lost=self.engine.note_lost)
         warned = False
         # "auto" gives a collector started alongside (foreground mode, a restart) time to
         # create the ring before settling for ZeroMQ, which has no durable cursor.
@@ -194,11 +207,12 @@ class Analyzer:
             self._close("failed")
             return 1
 
-    def _loop(self, src: RingSource | ZmqSource) -> None:
+    def _loop(self, src: Source) -> None:
         engine, runner, publisher, snap = self.engine, self.runner, self.publisher, self.snap
         interval = self.notifier.watchdog_interval
         timeout = min(0.25, interval / 2)
-        is_ring = src.mode == "ring"
+        # Ring batches and binary JetStream batches share the shm.Batch shape.
+        is_ring = src.mode == "ring" or (src.mode == "jetstream" and src.binary)
         next_tick = next_ping = next_stats = 0.0
         while not self.stopping:
             got = src.poll(timeout)
@@ -238,7 +252,7 @@ class Analyzer:
                 next_stats = now + 1.0
                 self._every_second(src)
 
-    def _every_second(self, src: RingSource | ZmqSource) -> None:
+    def _every_second(self, src: Source) -> None:
         now = time.monotonic()
         t0, n0 = self._rate_mark
         if now > t0:
@@ -347,6 +361,10 @@ def load(instance: str, path: str | None) -> tuple[config_mod.Config,
     if settings.source == "zmq" and not inst.zmq_pub:
         raise config_mod.ConfigError(cfg.path, f"{prefix}.settings.source",
                                      "source is zmq but the instance has no zmq_pub")
+    if settings.source == "jetstream" and (inst.nats is None or not inst.nats.enabled):
+        raise config_mod.ConfigError(cfg.path, f"{prefix}.settings.source",
+                                     "source is jetstream but the instance has no enabled "
+                                     "[nats] table")
     return cfg, inst, settings
 
 

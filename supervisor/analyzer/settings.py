@@ -8,7 +8,8 @@ configuration errors (exit 78), like everywhere else in the file.
 key                  unit       meaning                                               default
 ==================== ========== ===================================================== =======
 source               -          ``auto`` (the ring if its segment exists, else        auto
-                                ZeroMQ after ``ring_wait``), ``ring`` or ``zmq``
+                                ZeroMQ after ``ring_wait``), ``ring``, ``zmq`` or
+                                ``jetstream`` (the instance's NATS stream, another host)
 ring_wait            s          ``auto``: how long to wait for the ring to appear     10
 publish_interval     s          at most one result per symbol per interval            0.1
 depth_levels         levels     N of the top-N depth imbalance                        5
@@ -73,7 +74,7 @@ class Settings:
     plugin_options: Mapping[str, Any] = field(default_factory=dict)
 
 
-_SOURCES = ("auto", "ring", "zmq")
+_SOURCES = ("auto", "ring", "zmq", "jetstream")
 
 
 def parse_settings(raw: Mapping[str, Any], path: str = "<config>",
