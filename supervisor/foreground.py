@@ -48,6 +48,9 @@ def children_for(cfg: Config, python: str = sys.executable) -> list[Child]:
         if inst.analyzer.enabled:
             out.append(Child(f"analyzer@{name}",
                              [python, "-m", "supervisor.analyzer.main", name, *conf]))
+        if inst.nats is not None and inst.nats.enabled:
+            out.append(Child(f"nats-bridge@{name}",
+                             [python, "-m", "supervisor.nats_bridge.main", name, *conf]))
     out.append(Child("aggregator", [python, "-m", "supervisor.aggregator.main", *conf]))
     return out
 

@@ -3,8 +3,8 @@
 ``units sync`` keeps the per-instance memory table in one place (the config): it writes a
 ``limits.conf`` drop-in per collector (``MemoryHigh=`` soft, ``MemoryMax=`` hard) and enables
 exactly the instances the config marks enabled (``collector@X`` and, where configured,
-``analyzer@X`` into ``marketprism.target``), removing what it generated for instances that
-are gone.
+``analyzer@X`` and ``nats-bridge@X`` into ``marketprism.target``), removing what it
+generated for instances that are gone.
 
 ``record-failure UNIT`` is what ``OnFailure=marketprism-failure@%n.service`` runs: one journal
 line with the failed unit's result, a persistent count in the state directory and a
@@ -55,12 +55,11 @@ def sync(cfg: Config, root: str = "/", out=sys.stdout) -> int:
     for name, inst in cfg.instances.items():
         wanted[f"collector@{name}.service"] = limits_dropin(cfg, inst.memory_soft_mb,
                                                              inst.memory_hard_mb)
-        units = [f"collector@{name}.service"]
-        if inst.analyzer.enabled:
-            units.append(f"analyzer@{name}.service")
-        (enable if inst.enabled else disable).extend(units)
-        if not inst.analyzer.enabled:
-            disable.append(f"analyzer@{name}.service")
+        bridge = inst.nats is not None and inst.nats.enabled
+        for unit, on in ((f"collector@{name}.service", True),
+                         (f"analyzer@{name}.service", inst.analyzer.enabled),
+                         (f"nats-bridge@{name}.service", bridge)):
+            (enable if inst.enabled and on else disable).append(unit)
     for unit, text in wanted.items():
         path = os.path.join(unit_dir, f"{unit}.d", "limits.conf")
         os.makedirs(os.path.dirname(path), exist_ok=True)

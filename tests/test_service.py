@@ -177,3 +177,25 @@ def test_record_failure_counts_and_exports(tmp_path, capsys):
     assert 'marketprism_unit_failures_total{unit="collector@x.service"} 2' in prom
     assert "<3>marketprism-failure: collector@x.service failed" in capsys.readouterr().err
     logging.getLogger().handlers[:] = []
+
+
+def test_units_sync_and_foreground_include_the_nats_bridge_only_when_configured(tmp_path):
+    from supervisor.foreground import children_for
+
+    root = tmp_path / "root"
+    (root / "lib/systemd/system").mkdir(parents=True)
+    for unit in ("collector@.service", "analyzer@.service", "nats-bridge@.service",
+                 "marketprism.target"):
+        src = os.path.join(os.path.dirname(__file__), "..", "units", unit)
+        (root / "lib/systemd/system" / unit).write_text(open(src).read())
+    text = CFG + '[instances.okx_spot.nats]\nservers = ["nats://127.0.0.1:4222"]\n'
+    cfg = parse(text, "/etc/marketprism/marketprism.toml")
+    units.sync(cfg, root=str(root))
+    wants = sorted(p.name for p in (root / "etc/systemd/system/marketprism.target.wants")
+                   .iterdir())
+    assert wants == ["analyzer@okx_spot.service", "collector@okx_spot.service",
+                     "nats-bridge@okx_spot.service"]
+    names = [c.name for c in children_for(cfg)]
+    assert names == ["collector@okx_spot", "analyzer@okx_spot", "nats-bridge@okx_spot",
+                     "aggregator"]
+    assert "nats-bridge@okx_spot" not in [c.name for c in children_for(parse(CFG))]
