@@ -9,7 +9,10 @@
   snapshots and 429s, each followed by a drop so that a snapshot is actually requested;
 - **process faults**, one every ``proc_every`` seconds on average: ``kill -9`` of a
   collector or analyzer, ``SIGSTOP`` shorter than ``WatchdogSec`` (then ``SIGCONT``) and
-  ``SIGSTOP`` held until systemd's watchdog kills the process.
+  ``SIGSTOP`` held until systemd's watchdog kills the process. The first ones cover every
+  (kind, role) pair once, in a seeded order (so a run long enough for six process faults
+  always stops an analyzer past its watchdog, which a ring smaller than that stop laps);
+  after that, kinds are drawn by weight.
 
 Process faults spare the ``witnesses`` instances (collector and analyzer), so that some
 processes live through the whole run under network faults and their memory and descriptor
@@ -145,15 +148,24 @@ def make_plan(cfg: PlanConfig, instances: Mapping[str, tuple[str, Sequence[str]]
     if victims:
         pkinds = sorted(PROC_KINDS)
         pweights = [PROC_KINDS[k] for k in pkinds]
+        todo = [(k, r) for k in pkinds for r in ROLES]
+        rng.shuffle(todo)
         t = start
         while True:
             t += rng.expovariate(1.0 / cfg.proc_every)
             if t >= cfg.seconds:
                 break
-            kind = rng.choices(pkinds, pweights)[0]
             ready = [v for v in victims if free_at[v] <= t]
             if not ready:
                 continue
+            if todo:  # every (kind, role) once before the weighted draw takes over
+                kind, role = todo[0]
+                ready = [v for v in ready if v[0] == role]
+                if not ready:
+                    continue
+                todo.pop(0)
+            else:
+                kind = rng.choices(pkinds, pweights)[0]
             role, inst = rng.choice(ready)
             params = {}
             if kind == "stop_short":

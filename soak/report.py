@@ -31,6 +31,7 @@ from soak import ledger
 from soak.figures import Bank, growth, merge_hist, percentiles, series
 from soak.inject import Entry
 from soak.plan import Action, summary
+from supervisor.replay.faults import canonical_venue
 
 LIMIT_PCT = 5.0
 REPLAY_UNIT = "soak-replay.service"
@@ -160,6 +161,28 @@ def counters_section(c: Collected) -> dict[str, Any]:
     return {"collectors": collectors, "analyzers": analyzers, "resyncs": resyncs}
 
 
+# (replay fault kind, collector counter): every firing must show in the counter
+CROSS = (("malformed", "malformed"), ("rate_limit", "rate_limited"),
+         ("fail_snapshot", "rest_errors"))
+
+
+def crosscheck_section(c: Collected, collectors: dict[str, Any]) -> dict[str, Any]:
+    """Faults the replay applied next to what the collectors counted, per replay venue.
+
+    Counters come from the banked stats blocks, so a collector killed within a second of
+    a fault may miss it; hence figures to read, not an invariant.
+    """
+    out: dict[str, Any] = {}
+    for inst in c.instances:
+        venue = canonical_venue(inst)
+        applied = c.replay_end.get("venues", {}).get(venue, {}).get("faults_applied", {})
+        row = out.setdefault(venue, {kind: {"applied": applied.get(kind, 0), "counted": 0}
+                                     for kind, _ in CROSS})
+        for kind, counter in CROSS:
+            row[kind]["counted"] += collectors[inst].get(counter) or 0
+    return out
+
+
 def latency_section(c: Collected) -> dict[str, Any]:
     out: dict[str, Any] = {}
     ring_all, ana_all = [], []
@@ -182,8 +205,10 @@ def replay_section(c: Collected) -> dict[str, Any]:
     for venue, row in c.replay_end.get("venues", {}).items():
         before = c.replay_start.get("venues", {}).get(venue, {})
         sent = row.get("messages_sent", 0) - before.get("messages_sent", 0)
+        n = sum(1 for i in c.instances if canonical_venue(i) == venue) or 1
         out[venue] = {"messages_sent": sent, "messages_per_s": round(sent / span, 1),
-                      "connections": row.get("connections", 0)}
+                      "instances": n, "per_connection_per_s": round(sent / span / n, 1),
+                      "connections_accepted": row.get("connections", 0)}
     return out
 
 
@@ -278,6 +303,7 @@ def build_report(c: Collected) -> dict[str, Any]:
         "replay": replay_section(c),
     }
     r.update(counters_section(c))
+    r["crosscheck"] = crosscheck_section(c, r["collectors"])
     r["invariants"] = invariants(c, r)
     r["ok"] = all(i["ok"] for i in r["invariants"])
     # invariants first when read top to bottom
@@ -296,7 +322,11 @@ def render(r: dict[str, Any]) -> str:
     run = r["run"]
     lines = [f"marketprism soak: {run['fault_phase_s'] / 60:g} min of faults, seed "
              f"{run['seed']}, {run['rate_per_connection']:g} msgs/s per connection: "
-             f"{'PASSED' if r['ok'] else 'FAILED'}", ""]
+             f"{'PASSED' if r['ok'] else 'FAILED'}",
+             "replay sent per connection: " + ", ".join(
+                 f"{v} {row['per_connection_per_s']:,.0f}/s" for v, row in r["replay"].items())
+             + f"; load average at the end {run['machine']['loadavg_end'][0]:.1f} on "
+               f"{run['machine']['cpus']} CPUs", ""]
     for inv in r["invariants"]:
         lines.append(f"  [{'ok' if inv['ok'] else 'FAIL'}] {inv['name']}: {inv['detail']}")
     lines += ["", f"{'events (ring seq)':22}{'produced':>11}{'consumed':>11}{'lapped':>8}"
@@ -311,7 +341,13 @@ def render(r: dict[str, Any]) -> str:
     f = r["faults"]
     lines += ["", "faults applied: " + ", ".join(f"{k} {v}" for k, v in f["applied"].items())
               + f"; skipped {f['skipped']}, never fired {f['never_fired']}, errors "
-              f"{f['errors']}", "", f"{'restarts':36}{'n':>4}{'expected':>9}  results"]
+              f"{f['errors']}",
+              "seen by the collectors (applied/counted): " + ("; ".join(
+                  f"{v} " + ", ".join(f"{k} {x['applied']}/{x['counted']}"
+                                      for k, x in row.items() if x["applied"])
+                  for v, row in r["crosscheck"].items()
+                  if any(x["applied"] for x in row.values())) or "-"),
+              "", f"{'restarts':36}{'n':>4}{'expected':>9}  results"]
     for unit, row in r["restarts"].items():
         if row["NRestarts"] or row["expected"]["kill9"] or row["expected"]["stop_long"]:
             res = ", ".join(f"{k} {v}" for k, v in row["results"].items()) or "-"

@@ -241,3 +241,10 @@ def test_conditioning_stops_end_before_the_random_process_faults_start_on_that_u
         if a.kind == "stop_short" and a.at < cfg.condition_until:
             later = [b for b in plan if b.unit == a.unit and b.at > a.at]
             assert not later or later[0].at >= a.at + 15.0 + 30.0
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3, 4])
+def test_every_process_fault_kind_hits_both_roles_in_a_ten_minute_run(seed):
+    plan = make_plan(PlanConfig(seconds=600, seed=seed, condition_until=65), INSTANCES)
+    pairs = {(a.kind, a.role) for a in plan if a.is_process and a.at >= 65}
+    assert pairs == {(k, r) for k in PROC_KINDS for r in ("collector", "analyzer")}
