@@ -16,16 +16,18 @@
 # Why a clean PATH: pybuild runs `python3` from PATH; on these machines a pyenv python3.11 comes
 # first, and the package must be built for (and depend on) Debian's /usr/bin/python3.
 #
-# Debian 12 has no orjson: the manylinux wheel for this architecture is fetched from PyPI with
-# pip (the venv's, or $PIP) into build/wheels (a cache shared by all builds) and handed to
-# debian/rules in src/vendor/. ORJSON=orjson==VERSION picks another version; ORJSON= (empty)
-# builds without it, and the package then uses the json fallback.
+# Debian 12 has no orjson and no nats-py: their wheels (orjson's manylinux one for this
+# architecture) are fetched from PyPI with pip (the venv's, or $PIP) into build/wheels (a cache
+# shared by all builds) and handed to debian/rules in src/vendor/. ORJSON=orjson==VERSION and
+# NATS=nats-py==VERSION pick other versions; empty builds without them (the package then uses
+# the json fallback, and nats-bridge@ units cannot start).
 set -euo pipefail
 
 REPO=$(cd "$(dirname "$0")/.." && pwd)
 OUT=$REPO/build/deb
 VERSION=
 ORJSON=${ORJSON-orjson==3.13.0}
+NATS=${NATS-nats-py==2.16.0}
 PIP=${PIP:-$REPO/.venv/bin/python -m pip}
 WHEELS=$REPO/build/wheels
 
@@ -80,6 +82,17 @@ if [ -n "$ORJSON" ]; then
         mkdir -p "$WORK/src/vendor"
         cp "$WHEELS"/$wheel_glob "$WORK/src/vendor/"
     fi
+fi
+
+# --- the bundled nats-py wheel (pure Python; the optional nats-bridge@ units need it) -------
+if [ -n "$NATS" ]; then
+    want=${NATS#nats-py==}
+    if ! [ -e "$WHEELS/nats_py-$want-py3-none-any.whl" ]; then
+        $PIP download --disable-pip-version-check --quiet --no-deps --only-binary=:all: \
+            --dest "$WHEELS" "$NATS"
+    fi
+    mkdir -p "$WORK/src/vendor"
+    cp "$WHEELS/nats_py-$want-py3-none-any.whl" "$WORK/src/vendor/"
 fi
 
 # --- build -----------------------------------------------------------------------------------

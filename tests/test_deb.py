@@ -137,10 +137,10 @@ def test_every_lintian_override_has_a_written_reason() -> None:
             assert i > 0 and lines[i - 1].startswith("#"), f"no reason above: {line}"
 
 
-def test_code_is_a_private_tree_with_both_extensions_and_orjson(debs: Debs) -> None:
+def test_code_is_a_private_tree_with_both_extensions_and_the_bundled_wheels(debs: Debs) -> None:
     files = _members(debs.base)
     assert not [f for f in files if "/dist-packages/" in f or "/site-packages/" in f]
-    for package in ("supervisor", "shm", "orjson"):
+    for package in ("supervisor", "shm", "orjson", "nats"):
         assert f"{LIB}/{package}/__init__.py" in files, package
     assert [f for f in files if re.fullmatch(rf"{LIB}/shm/_native\..*so", f)]
     assert [f for f in files if re.fullmatch(rf"{LIB}/supervisor/_kernels\..*so", f)]
@@ -349,8 +349,7 @@ def test_installed_units_verify_clean_and_expose_at_most_2(installed: SystemdLab
     paths = [f"/lib/systemd/system/{unit}" for unit in UNITS]
     proc = installed.run("systemd-analyze", "verify", *paths, check=False)
     assert proc.returncode == 0 and proc.stdout + proc.stderr == "", proc.stdout + proc.stderr
-    for unit in ("collector@okx_spot.service", "analyzer@okx_spot.service",
-                 "marketprism-aggregator.service", "marketprism-failure@x.service"):
+    for unit in (u.replace("@.", "@okx_spot.") for u in UNITS if u.endswith(".service")):
         out = installed.run("systemd-analyze", "security", "--no-pager", unit).stdout
         exposure = float(re.search(r"Overall exposure level for \S+: ([\d.]+)", out).group(1))
         assert exposure <= 2.0, f"{unit}: {exposure}"
