@@ -663,8 +663,9 @@ def markdown(result: dict[str, Any]) -> str:
         f"snapshot service on (no subscriber) unless said; {s['warmup']:g} s warm-up, "
         f"{s['seconds']:g} s "
         f"window; median of {s['runs']} runs (min-max), rates interleaved per run. Latency is "
-        "per event, exact (every record's ring-write stamp minus its ts_recv_mono). "
-        "msg/s = events reaching the ring per second.\n",
+        "per event, exact (every record's ring-write stamp minus its ts_recv_mono); max is "
+        "the single worst event, where a preemption by other load on the machine lands (a "
+        "scheduler time slice is a few ms). msg/s = events reaching the ring per second.\n",
     ]
     for venue, v in result["venues"].items():
         lines += [f"**{venue}**\n",

@@ -164,9 +164,11 @@ def run_cell(rate: float, tick: float, zmq: bool, sched: str, args: argparse.Nam
         ana = cb.Daemon([cb.PY, __file__, "child-analyzer", name, str(cfg), str(done_path)],
                         rcpu, tmp / f"{name}.analyzer.log", fifo_ours)
         time.sleep(args.warmup + 1.0)
+        c0, a0 = cb.cpu_seconds(coll.pid), cb.cpu_seconds(ana.pid)
         t0 = cb.now_ns()
         time.sleep(args.seconds)
         t1 = cb.now_ns()
+        c1, a1 = cb.cpu_seconds(coll.pid), cb.cpu_seconds(ana.pid)
         time.sleep(0.3)  # the window's last events reach the analyzer
         for proc, what in ((ana, "analyzer"), (coll, "collector")):
             if proc.stop() != 0:
@@ -228,6 +230,8 @@ def run_cell(rate: float, tick: float, zmq: bool, sched: str, args: argparse.Nam
     cell: dict[str, Any] = {"rate": rate, "tick": tick, "zmq": zmq, "sched": sched,
                             "matched": len(parts["total"]),
                             "unmatched": unmatched, "events_per_s": (hi - lo) / ((t1 - t0) / 1e9),
+                            "collector_cpu": (c1 - c0) / ((t1 - t0) / 1e9),
+                            "analyzer_cpu": (a1 - a0) / ((t1 - t0) / 1e9),
                             "loadavg": os.getloadavg()[0]}
     for k, vals in parts.items():
         vals.sort()
@@ -238,13 +242,15 @@ def run_cell(rate: float, tick: float, zmq: bool, sched: str, args: argparse.Nam
           f"{cell['matched']:,} events ({unmatched} unmatched); total p50 "
           f"{cell['total_p50']:7.1f} p99 {cell['total_p99']:8.1f} µs | send->recv p99 "
           f"{cell['net_p99']:8.1f} recv->ring p99 {cell['ring_p99']:6.1f} ring->result p99 "
-          f"{cell['analyzer_p99']:7.1f}  load {cell['loadavg']:.1f}", file=sys.stderr,
+          f"{cell['analyzer_p99']:7.1f}  cpu {cell['collector_cpu']:.0%}/"
+          f"{cell['analyzer_cpu']:.0%}  load {cell['loadavg']:.1f}", file=sys.stderr,
           flush=True)
     return cell
 
 
 def bench(args: argparse.Namespace) -> dict[str, Any]:
     cb.NICE[0] = args.nice
+    start = cb.machine()
     tmp = Path(tempfile.mkdtemp(prefix="mp-bench-e2e-"))
     rcpu, ccpu = cb.cpus()
     configs = [(float(r), args.tick, True, args.sched) for r in args.rates.split(",")]
@@ -265,19 +271,22 @@ def bench(args: argparse.Namespace) -> dict[str, Any]:
                                "matched": sum(c["matched"] for c in cs),
                                "unmatched": sum(c["unmatched"] for c in cs)}
         for key in cs[0]:
-            if key.endswith(("_p50", "_p99", "_p999", "_max")) or key == "events_per_s":
+            if key.endswith(("_p50", "_p99", "_p999", "_max", "_cpu")) or key == "events_per_s":
                 row[key] = cb.med([c[key] for c in cs])
         rows.append(row)
     result: dict[str, Any] = {
-        "script": "e2e", "machine": cb.machine(), "loadavg_end": list(os.getloadavg()),
+        "script": "e2e", "machine": start, "loadavg_end": list(os.getloadavg()),
         "settings": {k: v for k, v in vars(args).items() if k != "json"},
         "placement": {"replay_cpu": rcpu, "analyzer_cpu": rcpu, "collector_cpu": ccpu},
         "rows": rows, "cells": [c for cs in cells.values() for c in cs]}
     at20 = next(r for r in rows if r["rate"] == 20000 and r["tick"] == args.tick and r["zmq"]
                 and r["sched"] == args.sched)
     p99 = at20["total_p99"]["median"]
+    within = [r["rate"] for r in rows if r["tick"] == args.tick and r["zmq"]
+              and r["sched"] == args.sched and r["total_p99"]["median"] <= 1000]
+    held = f"; p99 <= 1 ms up to {max(within):,.0f} msg/s" if within else ""
     result["targets"] = [{"target": "end-to-end p99 <= 1 ms at 20k msg/s (replay send -> "
-                                    "analyzer result)", "value": f"{p99 / 1e3:.2f} ms",
+                                    "analyzer result)", "value": f"{p99 / 1e3:,.2f} ms{held}",
                           "met": p99 <= 1000}]
     result["markdown"] = markdown(result)
     return result
@@ -301,14 +310,15 @@ def markdown(result: dict[str, Any]) -> str:
         "the total: send->recv is loopback TCP, aiohttp and the wait behind earlier frames of "
         "the same burst; recv->ring the collector's work on the event; ring->result the "
         "analyzer's wake-up and batch.\n",
-        "| replay rate | tick | collector ZeroMQ | sched | events/s | total p50 µs "
-        "| total p99 µs | p99.9 µs | send->recv p99 | recv->ring p99 | ring->result p99 "
-        "| recv->result p99 |",
-        "|---:|---:|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+        "| replay rate | tick | collector ZeroMQ | sched | events/s | collector CPU "
+        "| total p50 µs | total p99 µs | p99.9 µs | send->recv p99 | recv->ring p99 "
+        "| ring->result p99 | recv->result p99 |",
+        "|---:|---:|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in result["rows"]:
         lines.append(
             f"| {r['rate']:,.0f} | {r['tick'] * 1e3:g} ms | {'on' if r['zmq'] else 'off'} "
             f"| {r['sched']} | {f(r['events_per_s'], spread=False)} "
+            f"| {f(r['collector_cpu'], 100)}% "
             f"| {f(r['total_p50'], digits=0)} | {f(r['total_p99'], digits=0)} "
             f"| {f(r['total_p999'], digits=0, spread=False)} "
             f"| {f(r['net_p99'], digits=0, spread=False)} "
@@ -318,7 +328,10 @@ def markdown(result: dict[str, Any]) -> str:
     unmatched = sum(r["unmatched"] for r in result["rows"])
     matched = sum(r["matched"] for r in result["rows"])
     lines.append(f"\n{matched:,} events joined across all runs, {unmatched:,} not joined "
-                 "(written before the analyzer attached or after it stopped).\n")
+                 "(written before the analyzer attached or after it stopped). A collector "
+                 "near 100% CPU cannot keep up: frames queue in the socket and the latency "
+                 "of that row grows with the length of the run (send->recv), whatever the "
+                 "collector's own recv->ring time.\n")
     lines += ["| target | measured | met |", "|---|---:|---|"]
     lines += [f"| {t['target']} | {t['value']} | {'yes' if t['met'] else '**no**'} |"
               for t in result["targets"]]

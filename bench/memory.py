@@ -130,6 +130,7 @@ def run_once(args: argparse.Namespace, tmp: Path, run: int) -> dict[str, Any]:
 
 def bench(args: argparse.Namespace) -> dict[str, Any]:
     cb.NICE[0] = args.nice
+    start = cb.machine()
     tmp = Path(tempfile.mkdtemp(prefix="mp-bench-memory-"))
     try:
         runs = [run_once(args, tmp, i) for i in range(args.runs)]
@@ -155,7 +156,7 @@ def bench(args: argparse.Namespace) -> dict[str, Any]:
     hard = sum(v[1] for v in MEMORY_DEFAULTS.values())
     worst = max(rows.values(), key=lambda r: r["collector"]["rss"]["median"] / r["soft_mb"])
     result: dict[str, Any] = {
-        "script": "memory", "machine": cb.machine(), "loadavg_end": list(os.getloadavg()),
+        "script": "memory", "machine": start, "loadavg_end": list(os.getloadavg()),
         "settings": {k: v for k, v in vars(args).items() if k != "json"},
         "rows": rows, "totals": totals, "soft_total_mb": soft, "hard_total_mb": hard,
         "runs": runs}

@@ -108,7 +108,7 @@ def report(results: dict[str, dict[str, Any]], start: dict[str, Any], quick: boo
         f"Written by `bench/run_all.py{' --quick' if quick else ''}` (`make bench`) on "
         f"{datetime.datetime.now(datetime.UTC):%Y-%m-%d %H:%M} UTC in {elapsed / 60:.1f} "
         "minutes. Every figure below comes from that one run; each section says how it was "
-        "measured. Numbers in the README are taken from this file.",
+        "measured. Figures quoted in the README are to be taken from this file.",
         "",
         "## Machine",
         "",
