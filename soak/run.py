@@ -32,20 +32,22 @@ import time
 import tomllib
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from soak import ledger
 from soak.figures import WINDOW, Bank, parse_unit_journal
 from soak.inject import Injector
-from soak.plan import PlanConfig, choose_witnesses, make_plan, summary
-from soak.report import Collected, build_report, render
+from soak.plan import Action, PlanConfig, choose_witnesses, make_plan, summary
+from soak.report import REPLAY_UNIT, Collected, build_report, render
+from supervisor.replay.harness import control
 from tests.lab import REPO, VENV_BIN, LabError, SystemdLab, available
 
 log = logging.getLogger("soak")
 DEMO = REPO / "supervisor" / "data" / "demo.toml"
 PLUGIN = REPO / "soak" / "plugin.py"
-REPLAY_UNIT = "soak-replay.service"
 JOURNAL_DIR = "/var/lib/marketprism/soak"
 
 
@@ -70,17 +72,21 @@ def soak_config(demo: str, offset: int, plugin: str, ring_bytes: int = 0,
 
 
 class Soak:
+    """One run: :meth:`boot`, :meth:`fault_phase`, :meth:`settle`, :meth:`drain`,
+    :meth:`collect`, in that order (:func:`main` does it, and takes the lab down)."""
+
     def __init__(self, args: argparse.Namespace) -> None:
         self.args = args
         self.seconds = args.minutes * 60.0
         self.warmup = args.warmup if args.warmup is not None else min(90.0, self.seconds / 4)
         self.cfg_text = soak_config(DEMO.read_text(), args.port_offset, str(PLUGIN),
                                     int(args.ring_mib * 2**20), args.analyzer_window)
+        cfg = tomllib.loads(self.cfg_text)
         self.instances = {name: (inst["exchange"], tuple(inst["symbols"]))
-                          for name, inst in tomllib.loads(self.cfg_text)["instances"].items()}
-        self.replay_port = 8090 + args.port_offset
+                          for name, inst in cfg["instances"].items()}
+        self.replay_port = urlsplit(next(iter(cfg["instances"].values()))["ws_url"]).port
         self.replay_url = f"http://127.0.0.1:{self.replay_port}"
-        self.health_url = f"http://127.0.0.1:{8087 + args.port_offset}/health"
+        self.health_url = f"http://127.0.0.1:{cfg['aggregator']['health_port']}/health"
         self.units = ([f"collector@{i}.service" for i in self.instances]
                       + [f"analyzer@{i}.service" for i in self.instances]
                       + ["marketprism-aggregator.service", REPLAY_UNIT])
@@ -89,6 +95,14 @@ class Soak:
         self.injector = Injector(self.lab, self.replay_url)
         self.marks: dict[str, float] = {}
         self.notes: list[str] = []
+        # filled in by the phases
+        self.plan: list[Action] = []
+        self.witnesses: list[str] = []
+        self.replay_start: dict[str, Any] = {}
+        self.replay_end: dict[str, Any] = {}
+        self.final_units: dict[str, dict[str, str]] = {}
+        self.final_health = 0
+        self.settled_ok = self.drained_ok = False
 
     # ----- helpers --------------------------------------------------------------------------
     def probe(self, units: list[str] | None = None) -> dict[str, Any]:
@@ -109,11 +123,11 @@ class Soak:
             return 0
 
     def replay_stats(self) -> dict[str, Any]:
-        from supervisor.replay.harness import control
-
         return control(self.replay_url + "/_control/stats")
 
-    def wait(self, what: str, predicate: Any, timeout: float, interval: float = 1.0) -> bool:
+    def wait(self, what: str, predicate: Callable[[], object], timeout: float,
+             interval: float = 1.0) -> bool:
+        """Poll ``predicate`` until truthy; False (and a note in the report) at the deadline."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if predicate():
@@ -132,7 +146,7 @@ class Soak:
                      str(VENV_BIN / "marketprism-replay"), "serve", "--port",
                      str(self.replay_port), "--rate", str(self.args.rate), "--seed",
                      str(self.args.seed), "--okx-checksum")
-        if not self.wait("the replay exchange", lambda: self._replay_up(), 30, 0.3):
+        if not self.wait("the replay exchange", self._replay_up, 30, 0.3):
             raise LabError("the replay exchange did not come up")
         log.info("starting marketprism.target (replay at %g msgs/s per connection)",
                  self.args.rate)
@@ -259,7 +273,9 @@ class Soak:
 
 def parser() -> argparse.ArgumentParser:
     env = os.environ.get
-    p = argparse.ArgumentParser(prog="python -m soak", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(
+        prog="python -m soak", description="The whole marketprism system under systemd, at "
+        "high rate, under seeded random faults; see soak/RESULTS.md.")
     p.add_argument("--minutes", type=float, default=float(env("SOAK_MINUTES", "10")),
                    help="length of the fault phase (default $SOAK_MINUTES or 10)")
     p.add_argument("--seed", type=int, default=int(env("SOAK_SEED", "0")) or None,
@@ -275,17 +291,20 @@ def parser() -> argparse.ArgumentParser:
                         "including the conditioning round (default min(90, run/4))")
     p.add_argument("--ring-mib", type=float, default=4.0,
                    help="ring capacity per instance, MiB (0: the config default, 16); the "
-                        "default 4 makes an analyzer stopped past WatchdogSec get lapped, so "
-                        "the lap accounting is exercised")
+                        "default 4 (about 30 s of records at 2000 msgs/s) lets the ring lap an "
+                        "analyzer stopped past WatchdogSec, so the lap accounting is exercised")
     p.add_argument("--analyzer-window", type=float, default=60.0,
                    help="the analyzers' vol_window and change_window, s (0: their 300 s "
                         "defaults); at soak rates a 300 s window of funding and open-interest "
                         "samples fills for 5 minutes, which is not a leak but would read as "
                         "growth after a shorter warm-up")
-    p.add_argument("--sample-every", type=float, default=10.0)
+    p.add_argument("--sample-every", type=float, default=10.0,
+                   help="seconds between samples during the faults")
     p.add_argument("--end-every", type=float, default=3.0,
                    help="seconds between the final samples")
-    p.add_argument("--settle-timeout", type=float, default=180.0)
+    p.add_argument("--settle-timeout", type=float, default=180.0,
+                   help="seconds allowed after the faults for every unit to be active and "
+                        "every book synced")
     p.add_argument("--port-offset", type=int, default=10000,
                    help="added to every demo port (replay 8090, health 8087, ZeroMQ 56xx)")
     p.add_argument("--lab", default=env("SDLAB_NAME", "mpsoak"), help="lab container name")
