@@ -150,7 +150,8 @@ def growth(samples: Sequence[dict[str, Any]], baseline_after: float, end_after: 
                f"(< {min_span:g}s)")
     if why:
         out.update(verdict="not judged", why=why, rss_end=final["rss"], fds_end=final["fds"],
-                   close_wait_end=final["close_wait"])
+                   close_wait_end=final["close_wait"],
+                   close_wait_max=max(s["close_wait"] for s in samples))
         return out
     figures: dict[str, Any] = {"span_s": round(end[-1]["t"] - base[0]["t"], 1)}
     grew = []

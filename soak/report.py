@@ -140,6 +140,8 @@ def event_section(c: Collected) -> dict[str, Any]:
         d["ring_bytes"] = ring.get("bytes_written", 0)
         d["ring_attaches"] = ring.get("writer_attach_count", 0)
         d["journal_ranges"] = len(c.journals[inst].ranges) if inst in c.journals else 0
+        d["announced_laps"] = [list(x) for x in c.unit_logs.get(
+            f"analyzer@{inst}.service", {}).get("laps", [])[:20]]
         out[inst] = d
     keys = ("produced", "consumed", "lapped", "lost_outside_gaps", "duplicates",
             "silent_breaks", "snapshots")
