@@ -48,7 +48,7 @@ demo: $(VENV)/.installed
 	$(PY) -m supervisor.demo
 
 test: $(VENV)/.installed
-	$(PY) -m ruff check shm supervisor tests bench native
+	$(PY) -m ruff check shm supervisor tests bench native soak
 	$(PY) -m pytest -q
 
 # Every bench/ script, one after the other, into bench/RESULTS.md (QUICK=1: each script's
@@ -67,7 +67,7 @@ soak: $(VENV)/.installed
 	$(PY) -m soak
 
 lint: $(VENV)/.installed
-	$(PY) -m ruff check shm supervisor tests bench native
+	$(PY) -m ruff check shm supervisor tests bench native soak
 
 clean:
 	rm -rf build dist *.egg-info shm/_native*.so shm/_native.c .pytest_cache .ruff_cache
