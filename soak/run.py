@@ -289,10 +289,11 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--warmup", type=float, default=None,
                    help="seconds of faults before the memory/descriptor baseline, "
                         "including the conditioning round (default min(90, run/4))")
-    p.add_argument("--ring-mib", type=float, default=4.0,
-                   help="ring capacity per instance, MiB (0: the config default, 16); the "
-                        "default 4 (about 30 s of records at 2000 msgs/s) lets the ring lap an "
-                        "analyzer stopped past WatchdogSec, so the lap accounting is exercised")
+    p.add_argument("--ring-mib", type=float, default=2.0,
+                   help="ring capacity per instance, MiB, a power of two (0: the config "
+                        "default, 16); the default 2 holds about 15 s of records at these "
+                        "rates, so the ring laps an analyzer stopped past WatchdogSec and the "
+                        "lap accounting is exercised")
     p.add_argument("--analyzer-window", type=float, default=60.0,
                    help="the analyzers' vol_window and change_window, s (0: their 300 s "
                         "defaults); at soak rates a 300 s window of funding and open-interest "
