@@ -366,9 +366,7 @@ def markdown(result: dict[str, Any]) -> str:
             lines += ["", "| function | self % | inclusive % |", "|---|---:|---:|"]
             lines += [f"| `{f}` | {a:.1f} | {b:.1f} |" for f, a, b in w["profile"]["functions"]]
         lines.append("")
-    lines += ["| target | measured | met |", "|---|---:|---|"]
-    lines += [f"| {t['target']} | {t['value']} | {'yes' if t['met'] else '**no**'} |"
-              for t in result["targets"]]
+    lines += cb.targets_table(result["targets"])
     return "\n".join(lines) + "\n"
 
 

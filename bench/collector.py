@@ -696,10 +696,15 @@ def markdown(result: dict[str, Any]) -> str:
             lines += ["", "| function | self % | inclusive % |", "|---|---:|---:|"]
             lines += [f"| `{f}` | {a:.1f} | {b:.1f} |" for f, a, b in v["profile"]]
             lines.append("")
-    lines += ["| target | measured | met |", "|---|---:|---|"]
-    lines += [f"| {t['target']} | {t['value']} | {'yes' if t['met'] else '**no**'} |"
-              for t in result["targets"]]
+    lines += targets_table(result["targets"])
     return "\n".join(lines) + "\n"
+
+
+def targets_table(targets: list[dict[str, Any]]) -> list[str]:
+    """Markdown rows of a bench's targets (shared by every bench/*.py report)."""
+    return ["| target | measured | met |", "|---|---:|---|"] + [
+        f"| {t['target']} | {t['value']} | {'yes' if t['met'] else '**no**'} |"
+        for t in targets]
 
 
 def main(argv: list[str] | None = None) -> int:

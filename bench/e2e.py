@@ -332,9 +332,7 @@ def markdown(result: dict[str, Any]) -> str:
                  "near 100% CPU cannot keep up: frames queue in the socket and the latency "
                  "of that row grows with the length of the run (send->recv), whatever the "
                  "collector's own recv->ring time.\n")
-    lines += ["| target | measured | met |", "|---|---:|---|"]
-    lines += [f"| {t['target']} | {t['value']} | {'yes' if t['met'] else '**no**'} |"
-              for t in result["targets"]]
+    lines += cb.targets_table(result["targets"])
     return "\n".join(lines) + "\n"
 
 

@@ -209,9 +209,7 @@ def markdown(result: dict[str, Any]) -> str:
                  f"{f(t['all_uss'], digits=1)} MB; CPU {f(t['all_cpu'], 100, 1)}% of one core "
                  f"at {5 * s['rate']:,.0f} msg/s in total. RSS counts each 16 MiB ring and the "
                  "shared libraries in every process that maps them; PSS splits them.\n")
-    lines += ["| target | measured | met |", "|---|---:|---|"]
-    lines += [f"| {x['target']} | {x['value']} | {'yes' if x['met'] else '**no**'} |"
-              for x in result["targets"]]
+    lines += cb.targets_table(result["targets"])
     return "\n".join(lines) + "\n"
 
 
