@@ -133,6 +133,7 @@ class Account:
     reader_lost: int  # the ring's durable lost counter of the analyzer's reader
     lost_outside_gaps: int  # neither delivered nor inside an announced lap
     unexplained: list[tuple[int, int]]  # those seqs, as ranges (first few)
+    breaks: list[Break]  # the silent breaks (first few)
     beyond_end: int  # delivered seqs above the ring's last seq (impossible)
     silent_breaks: int  # deltas that broke the book chain without a Gap
     gaps_by_reason: dict[str, int]
@@ -155,7 +156,9 @@ class Account:
         if self.beyond_end:
             out.append(f"{self.beyond_end} seqs delivered beyond the ring's last seq")
         if self.silent_breaks:
-            out.append(f"{self.silent_breaks} book deltas broke the chain without a Gap")
+            b = self.breaks[0]
+            out.append(f"{self.silent_breaks} book deltas broke the chain without a Gap (first: "
+                       f"ring seq {b.seq} {b.symbol} prev_seq {b.prev_seq}, book at {b.head})")
         if self.bad_lines:
             out.append(f"{self.bad_lines} unparsable journal lines")
         if self.lapped != self.reader_lost:
@@ -164,8 +167,9 @@ class Account:
         return [f"{self.instance}: {p}" for p in out]
 
     def to_dict(self) -> dict[str, Any]:
-        d = {k: v for k, v in self.__dict__.items() if k != "unexplained"}
+        d = {k: v for k, v in self.__dict__.items() if k not in ("unexplained", "breaks")}
         d["unexplained"] = [list(r) for r in self.unexplained[:10]]
+        d["breaks"] = [b._asdict() for b in self.breaks[:10]]
         d["ok"] = self.ok
         return d
 
@@ -184,7 +188,8 @@ def account(instance: str, journal: Journal, last_seq: int, reader_lost: int,
     return Account(
         instance=instance, produced=last_seq, consumed=consumed - beyond,
         duplicates=duplicates, lapped=size(missing) - lost_outside, reader_lost=reader_lost,
-        lost_outside_gaps=lost_outside, unexplained=unexplained, beyond_end=beyond,
+        lost_outside_gaps=lost_outside, unexplained=unexplained, breaks=journal.breaks[:10],
+        beyond_end=beyond,
         silent_breaks=len(journal.breaks),
         gaps_by_reason=dict(Counter(g.reason for g in journal.gaps)),
         snapshots=len(journal.snapshots), bad_lines=journal.bad_lines)

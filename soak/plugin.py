@@ -22,9 +22,9 @@ before the analyzer commits; ``on_start(last_committed_seq)`` cuts the file back
 commit (and drops a line a kill cut short), as the plug-in contract asks. Hence a sequence
 appears in ``R`` lines exactly once, or the exactly-once promise is broken.
 
-The chain check restarts with each process: a symbol's first delta after a start is taken
-as its head (the state at the commit is not persisted). Not thread safe; one analyzer owns
-one journal.
+The chain check (:class:`Chains`) restarts with each process and after every hole in the
+ring seqs (a lap): a symbol's first delta after either is taken as its head. Not thread
+safe; one analyzer owns one journal.
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ KINDS = {"book_snapshot", "book_delta", "trade", "funding", "open_interest", "li
          "long_short_ratio", "volatility_index", "gap"}
 AFTER_GAP = -1  # head of a book whose last event was a Gap: only a snapshot may follow
 
-_state: dict[str, Any] = {"fd": -1, "path": "", "heads": {}}
+_state: dict[str, Any] = {"fd": -1, "path": ""}
 
 
 def journal_path(state_dir: str, instance: str) -> str:
@@ -52,7 +52,7 @@ def setup(ctx: Any) -> None:
 
 def on_start(last_committed_seq: int | None) -> None:
     """Drop what was journaled after the commit: the analyzer delivers it again."""
-    _state["heads"] = {}
+    _chains.reset((last_committed_seq or 0) + 1)
     rollback(_state["path"], last_committed_seq or 0)
 
 
@@ -88,35 +88,59 @@ def rollback(path: str, last: int) -> int:
     return changed
 
 
-def journal_lines(events: Any, seqs: Any, heads: dict[str, int]) -> list[str]:
-    """The journal lines of one batch; updates ``heads`` (symbol -> book seq)."""
-    out: list[str] = []
-    start = prev = -2
-    for ev, seq in zip(events, seqs, strict=True):
-        if seq != prev + 1:
-            if start >= 0:
-                out.append(f"R {start} {prev}")
-            start = seq
-        prev = seq
-        name = type(ev).__name__
-        if name == "BookDelta":
-            head = heads.get(ev.symbol)
-            if head is not None and ev.prev_seq != head:
-                out.append(f"B {seq} {ev.symbol} {ev.prev_seq} {head}")
-            heads[ev.symbol] = ev.seq
-        elif name == "BookSnapshot":
-            heads[ev.symbol] = ev.seq
-            out.append(f"S {seq} {ev.symbol} {ev.ts_recv}")
-        elif name == "Gap":
-            heads[ev.symbol] = AFTER_GAP
-            out.append(f"G {seq} {ev.symbol} {ev.reason} {ev.ts_recv}")
-    if start >= 0:
-        out.append(f"R {start} {prev}")
-    return out
+class Chains:
+    """Each book's chain as the plug-in saw it: symbol -> last book seq (:data:`AFTER_GAP`
+    after a Gap).
+
+    Only deliveries of consecutive ring seqs can be checked against each other: at a hole
+    (a lap the analyzer announced, or a record it could not decode) every chain is forgotten,
+    and each symbol's next delta starts it again, as after a start.
+    """
+
+    def __init__(self) -> None:
+        self.heads: dict[str, int] = {}
+        self.next_seq = 0  # the ring seq expected next (0: unknown)
+
+    def reset(self, next_seq: int = 0) -> None:
+        self.heads = {}
+        self.next_seq = next_seq
+
+    def lines(self, events: Any, seqs: Any) -> list[str]:
+        """The journal lines of one batch (``events[i]`` is ring seq ``seqs[i]``)."""
+        heads = self.heads
+        out: list[str] = []
+        start = prev = -2
+        for ev, seq in zip(events, seqs, strict=True):
+            if seq != prev + 1:
+                if start >= 0:
+                    out.append(f"R {start} {prev}")
+                start = seq
+            if seq != self.next_seq and self.next_seq:
+                heads.clear()  # records in between never reached us
+            self.next_seq = seq + 1
+            prev = seq
+            name = type(ev).__name__
+            if name == "BookDelta":
+                head = heads.get(ev.symbol)
+                if head is not None and ev.prev_seq != head:
+                    out.append(f"B {seq} {ev.symbol} {ev.prev_seq} {head}")
+                heads[ev.symbol] = ev.seq
+            elif name == "BookSnapshot":
+                heads[ev.symbol] = ev.seq
+                out.append(f"S {seq} {ev.symbol} {ev.ts_recv}")
+            elif name == "Gap":
+                heads[ev.symbol] = AFTER_GAP
+                out.append(f"G {seq} {ev.symbol} {ev.reason} {ev.ts_recv}")
+        if start >= 0:
+            out.append(f"R {start} {prev}")
+        return out
+
+
+_chains = Chains()
 
 
 def analyze(batch: Any) -> None:
-    lines = journal_lines(batch.events, batch.seqs, _state["heads"])
+    lines = _chains.lines(batch.events, batch.seqs)
     os.write(_state["fd"], "".join(line + "\n" for line in lines).encode())
 
 

@@ -250,8 +250,10 @@ def invariants(c: Collected, r: dict[str, Any]) -> list[dict[str, Any]]:
     m = r["faults"]["gap_matching"]
     silent = sum(a.silent_breaks for a in accs)
     n = m["announced"] + m["absorbed"] + m["unannounced"]
+    where = [p for a in accs for p in a.problems() if "broke the chain" in p]
     out.append(check("every venue sequence break shows as a Gap event",
                      silent == 0 and m["unannounced"] == 0,
+                     "; ".join(where + [""]) +
                      f"{silent} silent chain breaks; of {n} sequence-breaking faults: "
                      f"{m['announced']} followed by a Gap, "
                      f"{m['absorbed']} absorbed by a collector restart, {m['unannounced']} "

@@ -33,48 +33,73 @@ def trade(symbol: str = "BTC-USDT") -> Trade:
 
 
 # ----- the plug-in's journal lines -----------------------------------------------------------
+def lines(events, seqs, chains=None):
+    return (chains or plugin.Chains()).lines(events, seqs)
+
+
 def test_a_contiguous_batch_is_one_range_line():
-    assert plugin.journal_lines([trade()] * 3, [5, 6, 7], {}) == ["R 5 7"]
+    assert lines([trade()] * 3, [5, 6, 7]) == ["R 5 7"]
 
 
 def test_a_batch_with_a_hole_is_two_range_lines():
-    assert plugin.journal_lines([trade()] * 3, [5, 6, 9], {}) == ["R 5 6", "R 9 9"]
+    assert lines([trade()] * 3, [5, 6, 9]) == ["R 5 6", "R 9 9"]
 
 
 def test_gaps_and_snapshots_are_journaled_with_ring_seq_symbol_and_time():
-    lines = plugin.journal_lines([gap("BTC-USDT", 44, "disconnect"), snap("BTC-USDT", 10, 55)],
-                                 [1, 2], {})
-    assert lines == ["G 1 BTC-USDT disconnect 44", "S 2 BTC-USDT 55", "R 1 2"]
+    assert lines([gap("BTC-USDT", 44, "disconnect"), snap("BTC-USDT", 10, 55)], [1, 2]) == [
+        "G 1 BTC-USDT disconnect 44", "S 2 BTC-USDT 55", "R 1 2"]
 
 
 def test_a_chained_delta_writes_nothing_but_its_range():
-    heads: dict[str, int] = {}
-    assert plugin.journal_lines([snap("X", 10), delta("X", 10, 11), delta("X", 11, 14)],
-                                [1, 2, 3], heads) == ["S 1 X 2000", "R 1 3"]
-    assert heads == {"X": 14}
+    chains = plugin.Chains()
+    assert lines([snap("X", 10), delta("X", 10, 11), delta("X", 11, 14)], [1, 2, 3],
+                 chains) == ["S 1 X 2000", "R 1 3"]
+    assert chains.heads == {"X": 14}
 
 
 def test_the_chain_is_followed_across_batches():
-    heads: dict[str, int] = {}
-    plugin.journal_lines([snap("X", 10)], [1], heads)
-    assert plugin.journal_lines([delta("X", 9, 12)], [2], heads) == ["B 2 X 9 10", "R 2 2"]
+    chains = plugin.Chains()
+    lines([snap("X", 10)], [1], chains)
+    assert lines([delta("X", 9, 12)], [2], chains) == ["B 2 X 9 10", "R 2 2"]
 
 
 def test_a_delta_after_a_gap_without_a_snapshot_is_a_silent_break():
-    lines = plugin.journal_lines([snap("X", 10), gap("X"), delta("X", 10, 11)], [1, 2, 3], {})
-    assert "B 3 X 10 -1" in lines
+    assert "B 3 X 10 -1" in lines([snap("X", 10), gap("X"), delta("X", 10, 11)], [1, 2, 3])
 
 
 def test_the_first_delta_after_a_start_is_taken_as_the_head():
-    heads: dict[str, int] = {}
-    assert plugin.journal_lines([delta("X", 500, 501)], [9], heads) == ["R 9 9"]
-    assert heads == {"X": 501}
+    chains = plugin.Chains()
+    assert lines([delta("X", 500, 501)], [9], chains) == ["R 9 9"]
+    assert chains.heads == {"X": 501}
 
 
 def test_symbols_are_chained_independently():
-    lines = plugin.journal_lines([snap("X", 10), snap("Y", 70), delta("Y", 70, 71),
-                                  delta("X", 10, 11)], [1, 2, 3, 4], {})
-    assert not [ln for ln in lines if ln.startswith("B")]
+    out = lines([snap("X", 10), snap("Y", 70), delta("Y", 70, 71), delta("X", 10, 11)],
+                [1, 2, 3, 4])
+    assert not [ln for ln in out if ln.startswith("B")]
+
+
+def test_a_lap_between_batches_forgets_the_chains_instead_of_reporting_a_break():
+    chains = plugin.Chains()
+    lines([snap("X", 10), delta("X", 10, 11)], [1, 2], chains)
+    # seqs 3..99 were lapped (announced by the analyzer): X's deltas in them never came
+    assert lines([delta("X", 40, 41)], [100], chains) == ["R 100 100"]
+    assert lines([delta("X", 41, 42), delta("X", 50, 51)], [101, 102], chains)[0] == \
+        "B 102 X 50 42"
+
+
+def test_a_lap_inside_a_batch_forgets_the_chains_too():
+    assert lines([snap("X", 10), delta("X", 40, 41)], [1, 50]) == ["S 1 X 2000", "R 1 1",
+                                                                    "R 50 50"]
+
+
+def test_after_a_restart_a_lap_before_the_first_batch_is_noticed():
+    chains = plugin.Chains()
+    lines([snap("X", 10)], [1], chains)
+    chains.reset(next_seq=6)  # on_start(5)
+    assert lines([delta("X", 3, 4)], [6], chains) == ["R 6 6"]
+    chains.heads["X"] = 4
+    assert lines([delta("X", 90, 91)], [80], chains) == ["R 80 80"]
 
 
 # ----- rollback --------------------------------------------------------------------------------
@@ -188,6 +213,7 @@ def test_seqs_beyond_the_rings_end_are_flagged():
 def test_a_silent_break_fails_the_account():
     acc = ledger.account("i", ledger.parse_journal("R 1 10\nB 5 X 3 4\n"), 10, 0, [])
     assert acc.silent_breaks == 1 and not acc.ok
+    assert "(first: ring seq 5 X prev_seq 3, book at 4)" in acc.problems()[0]
 
 
 def test_gaps_are_counted_by_reason():
