@@ -84,17 +84,26 @@ def zmq_make(ctx):
 
     address = f"ipc:///tmp/bench-ring-{uuid.uuid4().hex[:8]}.ipc"
 
+    sockets = []
+
     def tx():
         sock = zmq.Context.instance().socket(zmq.PUSH)
         sock.connect(address)
+        sockets.append(sock)
         return sock.send
+
+    def tx_done():
+        # The child ends with os._exit: without this, messages still queued in the
+        # PUSH socket are dropped and the reader waits for them forever.
+        sockets.pop().close(linger=30_000)
+        zmq.Context.instance().term()
 
     def rx():
         sock = zmq.Context.instance().socket(zmq.PULL)
         sock.bind(address)
         return sock.recv
 
-    return {"tx": tx, "rx": rx}
+    return {"tx": tx, "rx": rx, "tx_done": tx_done}
 
 
 def fifo_make(ctx):
@@ -116,6 +125,7 @@ def baseline_writer(spec, mode, size, count, rate, ready, out):
     else:
         pace(send, pad, count, rate, spec.get("yield", False))
     out.put(("writer", start))
+    spec.get("tx_done", lambda: None)()
 
 
 def pace(send: Callable, pad: bytes, count: int, rate: float, yield_gil: bool = False) -> None:
@@ -257,15 +267,19 @@ def run_once(make, writer, reader, mode, size, count, rate, pin=False, rt=False)
                          args=(spec, mode, size, count, rate, ready, out))
              for cpu, fifo, target in zip(where, realtime, (reader, writer), strict=True)]
     for proc in procs:
+        proc.daemon = True
         proc.start()
     results = {}
-    for _ in procs:
-        item = out.get(timeout=120)
-        results[item[0]] = item[1:]
-    for proc in procs:
-        proc.join(timeout=30)
-        if proc.is_alive():
-            proc.kill()
+    try:
+        for _ in procs:
+            item = out.get(timeout=float(os.environ.get("BENCH_TIMEOUT", 120)))
+            results[item[0]] = item[1:]
+    finally:
+        for proc in procs:
+            proc.join(timeout=30 if len(results) == len(procs) else 0)
+            if proc.is_alive():
+                proc.kill()
+                proc.join()
     if "name" in spec:
         try:
             shm.remove_ring(spec["name"], force=True)
