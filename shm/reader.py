@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import os
+from collections import deque
 from collections.abc import Iterator
+from functools import partial
+from itertools import chain, repeat
+from operator import add, length_hint
 from types import TracebackType
 from typing import Literal, NamedTuple
 
@@ -34,6 +38,7 @@ class Record(NamedTuple):
 
 
 _new_record = tuple.__new__  # tuple.__new__(Record, (...)) skips NamedTuple's Python __new__
+_NOTHING_YET = (None,)  # what the read stream yields for "the ring is empty"
 
 
 class Batch:
@@ -156,11 +161,16 @@ class RingReader:
         self.path = segment.path
         self.max_message_length: int = segment.ring.max_message_length
         self._pending_lost = 0  # lost in calls that returned no record (lapped repeatedly)
-        # read-ahead state: records [_index, _count) of the last batch are not handed out yet
+        # Read-ahead state. The last batch holds _count records from _first_seq on; _seqs
+        # iterates their sequence numbers and is advanced once per record handed out, so
+        # length_hint(_seqs) is how many are still pending. read() hands them out from
+        # _records, built when read() takes the batch (read_batch() never builds it).
         self._count = 0
-        self._index = 0
+        self._seqs: Iterator[int] = iter(range(0))
+        self._stream = chain.from_iterable(map(self._next_batch_records, repeat(None)))
+        self.read = partial(next, self._stream)
         self._first_seq = 0
-        self._first_lost = 0  # lost just before record 0 of the batch, until handed out
+        self._first_lost = 0  # lost just before record 0 of the batch
         self._allocate(batch_records, max(batch_bytes or 1 << 20, self.max_message_length))
 
     def _allocate(self, records: int, data_bytes: int) -> None:
@@ -187,14 +197,20 @@ class RingReader:
             if n:
                 check(n, self.path)
             self._pending_lost += batch.lost
-            self._count = self._index = 0
+            self._count = 0
+            self._seqs = iter(range(0))
             return 0
+        first = batch.first_seq
         self._count = n
-        self._index = 0
-        self._first_seq = batch.first_seq
+        self._seqs = iter(range(first, first + n))
+        self._first_seq = first
         self._first_lost = batch.lost + self._pending_lost
         self._pending_lost = 0
         return n
+
+    def _handed_out(self) -> int:
+        """Records of the last batch handed out so far."""
+        return self._count - length_hint(self._seqs)
 
     # -- reading --------------------------------------------------------------------------
     def read(self) -> Record | None:
@@ -203,6 +219,9 @@ class RingReader:
         Records are fetched from the ring a batch at a time into a read-ahead buffer (one C
         call per batch); :meth:`commit` only ever covers the records handed out.
 
+        (``__init__`` replaces this method by ``partial(next, self._stream)``, which does the
+        same with no Python frame per record.)
+
         Raises
         ------
         RingCorrupted
@@ -210,21 +229,26 @@ class RingReader:
         ValueError
             The reader is closed.
         """
-        i = self._index
-        if i < self._count:
-            self._index = i + 1
-            offset = self._offsets[i]
-            return _new_record(Record, (
-                self._first_seq + i, self._types[i],
-                self._data[offset:offset + self._lengths[i]].tobytes(), 0))
-        if not self._fill():
-            return None
-        self._index = 1
-        lost, self._first_lost = self._first_lost, 0
-        offset = self._offsets[0]
-        return _new_record(Record, (
-            self._first_seq, self._types[0],
-            self._data[offset:offset + self._lengths[0]].tobytes(), lost))
+        return next(self._stream)
+
+    def _next_batch_records(self, _: object = None) -> Iterator[Record | None]:
+        """Fetch a batch; return an iterator over its records, or over ``(None,)`` if empty.
+
+        ``_stream`` chains these iterators: a C-level ``map``/``zip`` over the batch (one
+        copy of the payload bytes into a ``bytes`` blob, sliced per record), so no Python
+        code runs per record. Its first input is ``_seqs``: exhausting ``_seqs`` (as
+        :meth:`read_batch` does) ends the batch's iterator too.
+        """
+        n = self._fill()
+        if not n:
+            return _NOTHING_YET
+        offsets = self._offsets[:n]
+        lengths = self._lengths[:n]
+        blob = self._data[:offsets[n - 1] + lengths[n - 1]].tobytes()
+        payloads = map(blob.__getitem__, map(slice, offsets, map(add, offsets, lengths)))
+        lost = chain((self._first_lost,), repeat(0))
+        return map(_new_record, repeat(Record),
+                   zip(self._seqs, self._types[:n], payloads, lost, strict=False))
 
     def read_batch(self) -> Batch:
         """Up to ``batch_records`` records in one C call (``count`` may be 0).
@@ -232,7 +256,7 @@ class RingReader:
         The returned :class:`Batch` views the reader's buffers and is valid until the next
         read on this reader. Records already fetched by :meth:`read` come first.
         """
-        i = self._index
+        i = self._handed_out()
         count = self._count
         if i >= count:
             count = self._fill()
@@ -240,13 +264,11 @@ class RingReader:
                 return Batch(0, self._batch.first_seq, 0, self._data, self._offsets,
                              self._lengths, self._types)
             i = 0
-        self._index = count
-        lost = self._first_lost
-        self._first_lost = 0
+        deque(self._seqs, maxlen=0)  # everything handed out; ends read()'s batch iterator
         if i == 0:
-            return Batch(count, self._first_seq, lost, self._data, self._offsets,
+            return Batch(count, self._first_seq, self._first_lost, self._data, self._offsets,
                          self._lengths, self._types)
-        return Batch(count - i, self._first_seq + i, lost, self._data,
+        return Batch(count - i, self._first_seq + i, 0, self._data,
                      self._offsets[i:count], self._lengths[i:count], self._types[i:count])
 
     def wait(self, timeout: float | None = None, spin: float = 0.0) -> bool:
@@ -270,7 +292,7 @@ class RingReader:
             wait that starts while the writer is stopped sleeps until a new writer writes
             or the timeout expires).
         """
-        if self._index < self._count:
+        if length_hint(self._seqs):
             return True
         timeout_ns = -1 if timeout is None else int(timeout * 1e9)
         rc = _wait(self._reader, timeout_ns, int(spin * 1e9))
@@ -287,7 +309,7 @@ class RingReader:
         Records still in the read-ahead buffer (fetched, not yet returned by :meth:`read`)
         are not committed.
         """
-        i = self._index
+        i = self._handed_out()
         if i < self._count:  # i >= 1: a fill always hands out its first record at once
             check(C.mp_ring_reader_commit_at(self._reader, self._ends[i - 1],
                                              self._first_seq + i), self.path)
@@ -298,8 +320,8 @@ class RingReader:
     @property
     def next_seq(self) -> int:
         """Sequence number of the next record this reader will return (if not lapped)."""
-        if self._index < self._count:
-            return self._first_seq + self._index
+        if length_hint(self._seqs):
+            return self._first_seq + self._handed_out()
         return self._reader.next_seq
 
     @property
@@ -321,6 +343,9 @@ class RingReader:
         if self._segment.fd >= 0:
             C.mp_ring_reader_close(self._reader)
             self._segment.close()
+            # _stream refers back to self: drop that cycle; reads now raise ValueError
+            self._stream = map(_closed, repeat(self.path))
+            self.read = partial(next, self._stream)
 
     def __enter__(self) -> RingReader:
         return self
@@ -331,6 +356,10 @@ class RingReader:
 
     def __repr__(self) -> str:
         return f"RingReader({self.name!r}, reader={self.reader!r}, next_seq={self.next_seq})"
+
+
+def _closed(path: str) -> None:
+    raise ValueError(f"ring segment {path}: the reader is closed")
 
 
 def _attach(segment: Segment, handle: object, reader_name: bytes | None, start: int) -> int:

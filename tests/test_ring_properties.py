@@ -130,3 +130,61 @@ def test_restarted_writer_frames_the_same_records(payloads: list[bytes], skip: i
         assert [r.payload for r in records] == payloads[first - 1:]
     finally:
         shm.remove_ring(name, force=True)
+
+
+reader_ops = st.lists(st.one_of(st.tuples(st.just("write"), st.integers(1, 30)),
+                                st.tuples(st.just("read"), st.integers(1, 12)),
+                                st.tuples(st.just("read_batch"), st.integers(1, 12)),
+                                st.tuples(st.just("commit"), st.just(0)),
+                                st.tuples(st.just("reopen"), st.just(0))),
+                      min_size=1, max_size=50)
+
+
+@settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(ops=reader_ops)
+def test_read_and_read_batch_interleave_with_commits_and_restarts(ops: list) -> None:
+    """read() hands records out of a read-ahead batch; whatever mix of read(), read_batch(),
+    commit() and re-attaching under the same name, each record comes out once, in order, and
+    a re-attached reader resumes right after the last committed record handed out."""
+    name = f"prop-{uuid.uuid4().hex[:12]}"
+    written = 0
+    delivered = 0  # records handed out since the last (re)attach, counted from `resume`
+    committed = 0  # seq of the last committed record
+    try:
+        with shm.RingWriter(name, capacity=1 << 16) as writer:  # never laps here
+            reader = shm.RingReader(name, reader="mix", start="oldest", batch_records=5)
+            try:
+                for op, arg in ops:
+                    if op == "write":
+                        for _ in range(arg):
+                            written += 1
+                            writer.write(written.to_bytes(4, "little"), type_id=2)
+                    elif op == "read":
+                        for _ in range(arg):
+                            record = reader.read()
+                            if delivered == written:
+                                assert record is None
+                                break
+                            delivered += 1
+                            assert record == (delivered, 2, delivered.to_bytes(4, "little"), 0)
+                    elif op == "read_batch":
+                        batch = reader.read_batch()
+                        assert batch.count <= 5 and batch.lost == 0
+                        assert batch.first_seq == delivered + 1 or batch.count == 0
+                        for record in batch:
+                            delivered += 1
+                            assert (record.seq, bytes(record.payload)) == \
+                                (delivered, delivered.to_bytes(4, "little"))
+                    elif op == "commit":
+                        reader.commit()
+                        committed = delivered
+                    else:
+                        reader.close()
+                        reader = shm.RingReader(name, reader="mix", batch_records=5)
+                        delivered = committed
+                    assert reader.next_seq == delivered + 1
+                    assert reader.wait(0) == (delivered < written)
+            finally:
+                reader.close()
+    finally:
+        shm.remove_ring(name, force=True)
