@@ -66,7 +66,9 @@ class Collector:
         self._actx = zmq.asyncio.Context()
         self.pub: zmq.Socket | None = None
         if inst.zmq_pub:
-            self.pub = self._zctx.socket(zmq.PUB)
+            # XPUB: a PUB that also tells us its subscriptions, so the publisher skips
+            # building documents nobody receives (supervisor/collector/publisher.py).
+            self.pub = self._zctx.socket(zmq.XPUB)
             self.pub.setsockopt(zmq.SNDHWM, PUB_HWM)
             self.pub.setsockopt(zmq.LINGER, 0)
             self.pub.bind(inst.zmq_pub)
@@ -169,6 +171,7 @@ class Collector:
         while True:
             now = time.monotonic()
             self._update_rate()
+            self.publisher.poll_subscriptions()
             if not self.notifier.ready_sent:
                 if self.is_ready():
                     self.notifier.ready(self.status_line())

@@ -3,22 +3,64 @@
 The ring is the lossless path (durable reader cursors, overrun accounting); ZeroMQ PUB is
 the fan-out for consumers on other hosts and never blocks the collector: the socket has a
 send high-water mark, sends are non-blocking, and a full queue is a counted drop.
+
+This is the per-event hot path (tens of thousands of calls a second on one core), so:
+
+- the ZeroMQ document of each event type is built by a function generated once from the
+  type's fields (:func:`document_builder`), not by ``_asdict()`` plus three inserts;
+- the two frames go out through the socket's compiled ``send``, not pyzmq's Python
+  ``send_multipart`` wrapper;
+- on an ``XPUB`` socket (what the collector binds) the publisher tracks the subscriptions
+  it is told about and builds no document at all while nobody is subscribed: a PUB socket
+  without subscribers drops every message anyway, and most deployments read the ring, not
+  ZeroMQ. A new subscription is noticed within :data:`SUBSCRIPTION_CHECK_NS` while events
+  flow (and by :meth:`Publisher.poll_subscriptions`, which the collector also calls once
+  a second): ZeroMQ subscribers never see the first messages after they connect anyway.
 """
 
 from __future__ import annotations
 
 import time
+from bisect import bisect_left
+from collections.abc import Callable
 from typing import Any, Protocol
 
 import zmq
+import zmq.backend
 
 from supervisor import codec, jsonlib
 from supervisor.events import Event
 from supervisor.histogram import Histogram
 
+# While nobody is subscribed, look for a new subscription this often (ns) as events flow.
+SUBSCRIPTION_CHECK_NS = 20_000_000
+
+Builder = Callable[[Event, int], bytes]
+
 
 class RingSink(Protocol):
     def write(self, payload: Any, type_id: int) -> int: ...
+
+
+def document_builder(event_type: type, instance: str) -> Builder:
+    """``f(event, ring_seq) -> JSON bytes`` of ``event_type``'s ZeroMQ document.
+
+    The document is the event's fields in order, then ``type``, ``instance`` and
+    ``ring_seq`` (the README's wire format, byte for byte what ``_asdict()`` gave). The
+    function unpacks the tuple and builds one dict literal: about half the cost of
+    ``_asdict()`` plus three item assignments.
+    """
+    fields = event_type._fields
+    names = [f"f{i}" for i in range(len(fields))]
+    items = ", ".join(f"{name!r}: {var}" for name, var in zip(fields, names, strict=True))
+    kind_name = codec.KIND_NAMES[codec.KIND_OF[event_type]]
+    src = (f"def build(event, ring_seq):\n"
+           f"    {', '.join(names)}, = event\n"
+           f"    return dumps({{{items}, 'type': {kind_name!r}, 'instance': instance, "
+           f"'ring_seq': ring_seq}})\n")
+    scope: dict[str, Any] = {"dumps": jsonlib.dumps, "instance": instance}
+    exec(compile(src, f"<document_builder {event_type.__name__}>", "exec"), scope)  # noqa: S102
+    return scope["build"]  # type: ignore[no-any-return]
 
 
 class Publisher:
@@ -39,9 +81,42 @@ class Publisher:
         self.ring_seq = 0  # sequence of the last record written
         self.zmq_sent = 0
         self.zmq_dropped = 0
+        self.zmq_unsubscribed = 0  # events not serialized: no subscriber on the XPUB
         self.encode_errors = 0
+        self.subscriptions: set[bytes] = set()  # prefixes some subscriber holds (XPUB)
         self._topics: dict[tuple[type, str], bytes] = {}
+        self._builders: dict[type, Builder] = {}
         self._mono_ns = time.monotonic_ns
+        self._gated = pub is not None and pub.getsockopt(zmq.TYPE) == zmq.XPUB
+        self._active = pub is not None and not self._gated  # publish documents now?
+        self._next_check = 0
+        if pub is not None:
+            send = zmq.backend.Socket.send  # the compiled send, without pyzmq's Python layer
+            self._send = lambda data, flags: send(pub, data, flags)
+        if self._gated:
+            self.poll_subscriptions()
+
+    def poll_subscriptions(self) -> bool:
+        """Read the XPUB's (un)subscription messages; True when someone is subscribed.
+
+        ZeroMQ passes each distinct prefix once when its first subscriber arrives and once
+        more when its last one leaves (or disconnects), so a set of prefixes is exact.
+        """
+        if not self._gated:
+            return self._active
+        pub = self.pub
+        assert pub is not None
+        while True:
+            try:
+                msg = pub.recv(zmq.NOBLOCK)
+            except zmq.Again:
+                break
+            if msg[:1] == b"\x01":
+                self.subscriptions.add(msg[1:])
+            elif msg[:1] == b"\x00":
+                self.subscriptions.discard(msg[1:])
+        self._active = bool(self.subscriptions)
+        return self._active
 
     def __call__(self, event: Event) -> None:
         try:
@@ -54,27 +129,44 @@ class Publisher:
             self.ring_seq = ring.write(payload, kind)
             self.ring_records += 1
             self.ring_bytes += len(payload)
-            self.recv_to_ring.observe(self._mono_ns() - event.ts_recv_mono)
-        pub = self.pub
-        if pub is not None:
-            key = (type(event), event.symbol)
-            topic = self._topics.get(key)
-            if topic is None:
-                topic = self._topics[key] = codec.topic(self.instance, event)
-            doc = event._asdict()
-            doc["type"] = codec.KIND_NAMES[kind]
-            doc["instance"] = self.instance
-            doc["ring_seq"] = self.ring_seq
-            try:
-                pub.send_multipart((topic, jsonlib.dumps(doc)), zmq.NOBLOCK)
-                self.zmq_sent += 1
-            except zmq.Again:
-                self.zmq_dropped += 1
+            now = self._mono_ns()
+            # Histogram.observe, inlined: one call less per event
+            hist = self.recv_to_ring
+            value = now - event.ts_recv_mono
+            hist.counts[bisect_left(hist.bounds, value)] += 1
+            hist.sum += value
+            hist.count += 1
+        else:
+            now = self._mono_ns()
+        if not self._active:
+            if self.pub is None:
+                return
+            if now < self._next_check or not self.poll_subscriptions():
+                if now >= self._next_check:
+                    self._next_check = now + SUBSCRIPTION_CHECK_NS
+                self.zmq_unsubscribed += 1
+                return
+        etype = type(event)
+        key = (etype, event.symbol)
+        topic = self._topics.get(key)
+        if topic is None:
+            topic = self._topics[key] = codec.topic(self.instance, event)
+        build = self._builders.get(etype)
+        if build is None:
+            build = self._builders[etype] = document_builder(etype, self.instance)
+        send = self._send
+        try:
+            send(topic, zmq.NOBLOCK | zmq.SNDMORE)
+            send(build(event, self.ring_seq), zmq.NOBLOCK)
+            self.zmq_sent += 1
+        except zmq.Again:
+            self.zmq_dropped += 1
 
     def stats(self) -> dict[str, Any]:
         return {
             "ring_records": self.ring_records, "ring_bytes": self.ring_bytes,
             "ring_seq": self.ring_seq, "zmq_sent": self.zmq_sent,
-            "zmq_dropped": self.zmq_dropped, "encode_errors": self.encode_errors,
+            "zmq_dropped": self.zmq_dropped, "zmq_unsubscribed": self.zmq_unsubscribed,
+            "zmq_subscriptions": len(self.subscriptions), "encode_errors": self.encode_errors,
             "latency_recv_ring": self.recv_to_ring.to_dict(),
         }
