@@ -128,6 +128,9 @@ def fill_recorded(name: str, events: int) -> dict[str, Any]:
                                                     if h.params["symbol"] == item),
                                 base + ns, mono0 + ns)
     assert not feed.stats.resyncs and not feed.stats.malformed, feed.stats
+    # Receive times were moved to now; move the venue's event times with them, so the
+    # recorded receive - exchange skew (milliseconds) is kept, not 2021 -> now.
+    out = [e._replace(ts_exchange=e.ts_exchange + base) if e.ts_exchange else e for e in out]
     snaps = [e for e in out if isinstance(e, BookSnapshot)]
     body = [e for e in out if isinstance(e, BookDelta | Trade)]
     first: dict[str, int] = {}

@@ -120,7 +120,7 @@ class SymbolQuality:
         m = self.monitor
         last = self.last_recv
         if ts_recv - last > m.gap_ns and last:
-            m.hit(TIME_GAP, self.symbol, f"no update for {(ts_recv - last) / NS:.3f}s "
+            m.hit(TIME_GAP, self.symbol, lambda: f"no update for {(ts_recv - last) / NS:.3f}s "
                   f"(bound {m.settings.time_gap:g}s)")
         if ts_recv > last:
             self.last_recv = ts_recv
@@ -129,9 +129,9 @@ class SymbolQuality:
             m.log.info("quality: %s %s: updates again", STALE_SYMBOL, self.symbol)
         if timed and ts_exchange:
             d = ts_recv - ts_exchange
-            if d > m.skew_ns or -d > m.skew_ns:
-                m.hit(CLOCK_SKEW, self.symbol, f"receive - exchange time = {d / NS:+.3f}s "
-                      f"(bound {m.settings.clock_skew:g}s)")
+            if d > m.skew_ns or -d > m.skew_ns:  # a skewed clock skews every event: format lazily
+                m.hit(CLOCK_SKEW, self.symbol, lambda: f"receive - exchange time = "
+                      f"{d / NS:+.3f}s (bound {m.settings.clock_skew:g}s)")
             if self.offset_ts:
                 self.offset += (d - self.offset) * OFFSET_ALPHA
             else:
@@ -214,8 +214,11 @@ class QualityMonitor:
             if not sq.last_recv:
                 sq.last_recv = now
 
-    def hit(self, check: str, symbol: str, detail: str, n: int = 1) -> None:
-        """Count ``n`` violations; log the first, then one summary line per log_interval."""
+    def hit(self, check: str, symbol: str, detail: str | Callable[[], str], n: int = 1) -> None:
+        """Count ``n`` violations; log the first, then one summary line per log_interval.
+
+        ``detail`` may be a function returning the text, called only when a line is logged.
+        """
         per = self.counts[check]
         per[symbol] = per.get(symbol, 0) + n
         self.totals[check] += n
@@ -228,6 +231,8 @@ class QualityMonitor:
         more = self._suppressed.pop(key, 0)
         self._last_log[key] = now
         tail = f" (+{more} more since the last report)" if more else ""
+        if callable(detail):
+            detail = detail()
         self.log.warning("quality: %s %s: %s%s", check, symbol, detail, tail)
 
     def check_stale(self, now: int) -> list[str]:
