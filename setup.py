@@ -1,9 +1,10 @@
-"""Build script: the cffi extension (out-of-line API mode) is generated from native/."""
+"""Build script: the cffi extensions (out-of-line API mode) are generated from native/."""
 from setuptools import setup
 
 setup(
     cffi_modules=[
         "native/build_ring.py:ffibuilder",
         "native/build_kernels.py:ffibuilder",
+        "native/build_levels.py:ffibuilder",
     ],
 )

@@ -195,7 +195,7 @@ class BookRecord:
     """Zero-copy view of a book record: int64 mantissas without building level lists."""
 
     __slots__ = ("symbol", "seq", "prev_seq", "ts_exchange", "ts_recv", "ts_recv_mono",
-                 "n_bids", "n_asks", "price_exp", "size_exp", "levels")
+                 "n_bids", "n_asks", "price_exp", "size_exp", "levels_at", "_mv")
 
     def __init__(self, kind: int, payload: Any) -> None:
         mv = memoryview(payload)
@@ -219,8 +219,14 @@ class BookRecord:
         end = off + 16 * (self.n_bids + self.n_asks)
         if end > len(mv):
             raise CodecError(f"truncated book record for {symbol}")
-        # Flat [p0, s0, p1, s1, ...]: bids first, then asks.
-        self.levels = mv[off:end].cast("q")
+        self.levels_at = off  # byte offset of the levels in the payload (8-byte aligned)
+        self._mv = mv
+
+    @property
+    def levels(self) -> memoryview:
+        """Flat int64 [p0, s0, p1, s1, ...], bids first, then asks (a view, no copy)."""
+        off = self.levels_at
+        return self._mv[off:off + 16 * (self.n_bids + self.n_asks)].cast("q")
 
 
 def decode(kind: int, payload: Any) -> Event:

@@ -29,9 +29,7 @@ def delta(seq, prev, bids=(), asks=(), symbol="X"):
 
 
 def levels(eng, symbol="X"):
-    book = eng.symbols[symbol].book
-    return ([(-k, book.bids.sizes[k]) for k in book.bids.keys],
-            [(k, book.asks.sizes[k]) for k in book.asks.keys])
+    return eng.symbols[symbol].book.levels()
 
 
 def seeding_engine():

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from decimal import Decimal
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -45,12 +46,12 @@ def record(event):
 
 def load(book: BookState, ev: BookSnapshot) -> int:
     r = record(ev)
-    return book.load_record(r.levels.tolist(), r.n_bids, r.price_exp, r.size_exp, r.seq)
+    return book.load_record(r.levels, r.n_bids, r.price_exp, r.size_exp, r.seq)
 
 
 def apply(book: BookState, ev: BookDelta) -> int:
     r = record(ev)
-    return book.apply_record(r.levels.tolist(), r.n_bids, r.price_exp, r.size_exp, r.seq)
+    return book.apply_record(r.levels, r.n_bids, r.price_exp, r.size_exp, r.seq)
 
 
 def snap(bids, asks, seq=1):
@@ -62,8 +63,7 @@ def delta(bids, asks, seq=2, prev=1):
 
 
 def sides(book: BookState) -> tuple[list[tuple[float, float]], list[tuple[float, float]]]:
-    return ([(-k, book.bids.sizes[k]) for k in book.bids.keys],
-            [(k, book.asks.sizes[k]) for k in book.asks.keys])
+    return book.levels()
 
 
 def test_a_price_has_one_key_whatever_exponent_its_record_used():
@@ -170,3 +170,53 @@ def test_trade_fast_path_reads_side_price_and_size():
     assert read_trade(bytes(view)) == ("BTC-USDT", 7, 1, 2, 3, False, 43250.15, 0.001)
     kind, view = ENC.encode(SCALARS[0]._replace(side="buy"))
     assert read_trade(bytes(view))[5] is True
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.integers(-(10**14) + 1, 10**14 - 1), st.integers(0, 22), st.integers(0, 4))
+def test_a_mantissa_key_is_the_double_of_the_decimal_text(mantissa, decimals, pad):
+    """The kernel's key for mantissa * 10^-decimals is float() of the same decimal string,
+    whatever exponent the record used (the value padded with trailing zeros)."""
+    text = f"{Decimal(mantissa).scaleb(-decimals):f}"
+    book = BookState()
+    size = 10**pad
+    book.load_record([abs(mantissa) * 10**pad, size], 1, -(decimals + pad), -pad, 1)
+    assert book.levels()[0] == [(abs(float(text)), 1.0)]
+
+
+def test_a_book_grows_past_its_first_allocation_and_shrinks_back():
+    book = BookState()
+    n = 5000
+    levels = [v for i in range(n) for v in (10_000 + i, 1)]  # ascending asks, bids below
+    book.load_record([v for i in range(n) for v in (9_999 - i, 2)] + levels, n, 0, 0, 1)
+    assert book.level_count() == 2 * n
+    assert (book.best_bid(), book.best_ask()) == (9999.0, 10000.0)
+    assert book.depth(0, 10) == 20.0 and book.depth(1, 10 * n) == float(n)
+    removals = [v for i in range(0, n, 2) for v in (10_000 + i, 0)]
+    assert book.apply_record(removals, 0, 0, 0, 2) == 0
+    assert book.level_count() == n + n // 2
+    assert book.levels()[1][:2] == [(10001.0, 1.0), (10003.0, 1.0)]
+
+
+def test_text_levels_that_are_not_finite_numbers_are_counted_not_applied():
+    book = BookState()
+    assert book.load_text([["10", "1"], ["nan", "1"], ["9", "inf"]], [["11", "1"]], 1) == 2
+    assert book.apply_text([["inf", "2"]], [["-inf", "1"], ["12", "nan"]], 2) == 3
+    assert sides(book) == ([(10.0, 1.0)], [(11.0, 1.0)])
+    with pytest.raises(ValueError):
+        book.apply_text([["ten", "1"]], [], 3)
+    with pytest.raises(IndexError):
+        book.apply_text([["10"]], [], 3)
+
+
+def test_levels_come_from_any_int64_buffer():
+    from array import array
+
+    book = BookState()
+    raw = array("q", [105, 2, 110, 3]).tobytes()
+    assert book.load_record(raw, 1, -1, 0, 7) == 0
+    assert sides(book) == ([(10.5, 2.0)], [(11.0, 3.0)])
+    assert book.apply_record(memoryview(raw).cast("q")[2:], 0, -1, 0, 8) == 0
+    assert book.seq == 8 and book.valid
+    book.invalidate()
+    assert not book.valid and book.level_count() == 0 and book.cross_state() == NORMAL

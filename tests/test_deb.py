@@ -137,13 +137,14 @@ def test_every_lintian_override_has_a_written_reason() -> None:
             assert i > 0 and lines[i - 1].startswith("#"), f"no reason above: {line}"
 
 
-def test_code_is_a_private_tree_with_both_extensions_and_the_bundled_wheels(debs: Debs) -> None:
+def test_code_is_a_private_tree_with_the_extensions_and_the_bundled_wheels(debs: Debs) -> None:
     files = _members(debs.base)
     assert not [f for f in files if "/dist-packages/" in f or "/site-packages/" in f]
     for package in ("supervisor", "shm", "orjson", "nats"):
         assert f"{LIB}/{package}/__init__.py" in files, package
     assert [f for f in files if re.fullmatch(rf"{LIB}/shm/_native\..*so", f)]
     assert [f for f in files if re.fullmatch(rf"{LIB}/supervisor/_kernels\..*so", f)]
+    assert [f for f in files if re.fullmatch(rf"{LIB}/supervisor/_levels\..*so", f)]
     assert [f for f in files if re.fullmatch(rf"{LIB}/orjson/orjson\.cpython-3\d+-.*\.so", f)]
     # Build leftovers that must not ship.
     assert not [f for f in files if "/tests/" in f or ".hypothesis" in f or ".dist-info" in f]

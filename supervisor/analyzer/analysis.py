@@ -281,19 +281,16 @@ class SymbolAnalytics:
         out: dict[str, Any] = {"symbol": self.symbol, "ring_seq": self.ring_seq,
                                "ts": self.ts}
         book = self.book
-        if book.valid and book.bids.keys and book.asks.keys:
-            bid = -book.bids.keys[0]
-            ask = book.asks.keys[0]
-            bsz = book.bids.sizes[book.bids.keys[0]]
-            asz = book.asks.sizes[ask]
+        state, bid, bsz, ask, asz = book.top()
+        if book.valid and state:
             mid = (bid + ask) / 2
-            bd = book.bids.depth(depth_levels)
-            ad = book.asks.depth(depth_levels)
+            bd = book.depth(0, depth_levels)
+            ad = book.depth(1, depth_levels)
             out.update(best_bid=bid, best_ask=ask, mid=mid, spread=ask - bid,
                        spread_bps=(ask - bid) / mid * 1e4 if mid > 0 else None,
                        imbalance=(bd - ad) / (bd + ad) if bd + ad > 0 else None,
                        microprice=(bid * asz + ask * bsz) / (bsz + asz),
-                       book_levels=len(book.bids) + len(book.asks))
+                       book_levels=book.level_count())
         out["book_valid"] = book.valid
         if not self.trades.empty:
             self.trades.advance(now)

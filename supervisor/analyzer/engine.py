@@ -23,6 +23,8 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from supervisor._levels import ffi as _ffi
+from supervisor._levels import lib as _levels
 from supervisor.analyzer.analysis import SymbolAnalytics, window_labels
 from supervisor.analyzer.quality import QualityMonitor, SymbolQuality
 from supervisor.analyzer.settings import Settings
@@ -31,6 +33,8 @@ from supervisor.analyzer.state import (
     APPLY,
     GAP,
     NO_BOOK,
+    TOP,
+    checked,
     delta_verdict,
     read_scalar,
     read_trade,
@@ -39,6 +43,8 @@ from supervisor.codec import BookRecord, CodecError, decode
 from supervisor.events import Event, Kind
 from supervisor.histogram import Histogram
 
+_apply_levels = _levels.mp_levels_apply
+_top = _levels.mp_levels_top
 BOOK_SNAPSHOT = int(Kind.BOOK_SNAPSHOT)
 BOOK_DELTA = int(Kind.BOOK_DELTA)
 TRADE = int(Kind.TRADE)
@@ -135,6 +141,9 @@ class Engine:
         by_kind = self.by_kind
         verdict = delta_verdict
         after = self._after_book
+        apply = _apply_levels
+        # levels go to the kernel in place (records and their levels are 8-byte aligned)
+        base = _ffi.from_buffer("int64_t[]", data) if count else None
         oldest_mono = -1
         ts_max = self.ts_max
         for i in range(count):
@@ -154,10 +163,11 @@ class Engine:
                     if (kind == BOOK_DELTA and not a.seeding
                             and verdict(book.valid, book.seq, rec.prev_seq, rec.seq) == APPLY):
                         # the common case, inline: apply, then the checks on the new top
-                        bad = book.apply_record(rec.levels.tolist(), rec.n_bids, rec.price_exp,
-                                                rec.size_exp, rec.seq)
+                        bad = apply(book.c, base + ((off + rec.levels_at) >> 3), rec.n_bids,
+                                    rec.n_asks, rec.price_exp, rec.size_exp, 0)
+                        book.seq = rec.seq
                         if bad:
-                            a.q.sizes(bad, False)
+                            a.q.sizes(checked(bad), False)
                         after(a, ts)
                     else:
                         self._book_record(a, kind, rec, ts)
@@ -215,8 +225,8 @@ class Engine:
             if not book.valid:
                 a.vol.reset()
                 a.q.mid_jumps.reset()
-            bad = book.load_record(rec.levels.tolist(), rec.n_bids, rec.price_exp,
-                                   rec.size_exp, rec.seq)
+            bad = book.load_record(rec.levels, rec.n_bids, rec.price_exp, rec.size_exp,
+                                   rec.seq)
             a.seeding = False
             a.pending.clear()
             if bad:
@@ -233,24 +243,22 @@ class Engine:
                                   (rec.seq, rec.prev_seq, rec.levels.tolist(), rec.n_bids,
                                    rec.price_exp, rec.size_exp))
                 return
-            bad = book.apply_record(rec.levels.tolist(), rec.n_bids, rec.price_exp,
-                                    rec.size_exp, rec.seq)
+            bad = book.apply_record(rec.levels, rec.n_bids, rec.price_exp, rec.size_exp,
+                                    rec.seq)
             if bad:
                 a.q.sizes(bad, False)
         self._after_book(a, ts)
 
     def _after_book(self, a: SymbolSlot, ts: int) -> None:
         """Crossed/locked, price jump and realized-vol sampling after a book change."""
-        book = a.book
-        bk = book.bids.keys
-        ak = book.asks.keys
-        if not bk or not ak:
+        state = _top(a.book.c, TOP)
+        if not state:
             return
-        bid = -bk[0]
-        ask = ak[0]
+        bid = TOP[0]
+        ask = TOP[2]
         q = a.q
-        if bid >= ask:
-            q.book(2 if bid > ask else 1, bid, ask)
+        if state != 1:  # 2 locked, 3 crossed
+            q.book(2 if state == 3 else 1, bid, ask)
             return
         if q.crossed or q.locked:
             q.book(0, bid, ask)

@@ -278,7 +278,7 @@ class Analyzer:
             return
         self.memory_soft_exceeded += 1
         e = self.engine
-        levels = sum(len(a.book.bids) + len(a.book.asks) for a in e.symbols.values())
+        levels = sum(a.book.level_count() for a in e.symbols.values())
         buckets = sum(len(a.trades.starts) for a in e.symbols.values())
         pending = sum(len(a.pending) for a in e.symbols.values())
         self.log.warning("memory above soft limit: rss=%.1fMiB soft=%dMiB symbols=%d "

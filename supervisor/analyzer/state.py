@@ -3,23 +3,26 @@
 The ring carries prices and sizes as int64 mantissas with one exponent per column per record
 (:mod:`supervisor.codec`). The exponent is chosen per record (the most decimals that record
 needs), so the same price can arrive as ``432501e-1`` in one delta and ``4325010e-2`` in the
-next. Levels are therefore keyed by ``mantissa / 10**-exp``: Python's int/int true division
-is correctly rounded, so it yields the same double as ``float("43250.1")`` whatever the scale,
-and a decimal with at most 15 significant digits maps to exactly one key (the rule
+next. Levels are therefore keyed by ``mantissa / 10**-exp``, a division of two exactly
+representable doubles, so IEEE rounding makes it the same double as ``float("43250.1")``
+whatever the scale, and a decimal with at most 15 significant digits maps to exactly one key
+(the rule
 :mod:`supervisor.book` already relies on). Sizes are kept as floats: they only feed analytics
 (depth, imbalance, microprice); the exact decimals stay in the ring.
 
-Nothing here allocates per level beyond the dict entry the level itself needs: a record's
-levels come as one ``list`` of ints (``memoryview.tolist()``, a single C call).
+The books live in a C kernel (``native/mp_levels.c``, ``supervisor._levels``) that applies a
+record's int64 levels in place, straight from the reader's batch buffer: nothing is allocated
+per level and no Python code runs per level.
 """
 
 from __future__ import annotations
 
 import struct
-from bisect import bisect_left, insort
 from collections.abc import Iterable, Sequence
 from typing import Any
 
+from supervisor._levels import ffi as _ffi
+from supervisor._levels import lib as _C
 from supervisor.codec import HEADER
 from supervisor.events import Kind
 
@@ -60,108 +63,14 @@ def delta_verdict(valid: bool, book_seq: int, prev_seq: int, seq: int) -> int:
     return GAP
 
 
-class BookSide:
-    """One side: ``sizes`` maps key -> size, ``keys`` is sorted (bid keys negated).
-
-    Index 0 of ``keys`` is the best level on both sides. Updating a level's size is one dict
-    store; only inserts and removals touch the sorted list.
-    """
-
-    __slots__ = ("sizes", "keys")
-
-    def __init__(self) -> None:
-        self.sizes: dict[float, float] = {}
-        self.keys: list[float] = []
-
-    def clear(self) -> None:
-        self.sizes = {}
-        self.keys = []
-
-    def load(self, vals: list[int], start: int, end: int, neg: bool, pdiv: int,
-             sdiv: int) -> int:
-        """Replace the side from ``vals[start:end]`` (price, size mantissa pairs).
-
-        Returns how many levels had a size <= 0 (dropped: a snapshot never carries them).
-        """
-        sizes: dict[float, float] = {}
-        bad = 0
-        for i in range(start, end, 2):
-            s = vals[i + 1]
-            if s <= 0:
-                bad += 1
-                continue
-            p = vals[i] / pdiv
-            sizes[-p if neg else p] = s / sdiv
-        self.sizes = sizes
-        self.keys = sorted(sizes)
-        return bad
-
-    def apply(self, vals: list[int], start: int, end: int, neg: bool, pdiv: int,
-              sdiv: int) -> int:
-        """Apply absolute sizes; 0 removes; returns how many sizes were negative (skipped)."""
-        sizes = self.sizes
-        keys = self.keys
-        bad = 0
-        for i in range(start, end, 2):
-            p = vals[i] / pdiv
-            k = -p if neg else p
-            s = vals[i + 1]
-            if s > 0:
-                if k not in sizes:
-                    insort(keys, k)
-                sizes[k] = s / sdiv
-            elif s == 0:
-                if sizes.pop(k, None) is not None:
-                    del keys[bisect_left(keys, k)]
-            else:
-                bad += 1
-        return bad
-
-    def load_text(self, levels: Iterable[Sequence[str]], neg: bool) -> int:
-        """Snapshot from decimal strings (ZeroMQ path); returns sizes <= 0 seen."""
-        sizes: dict[float, float] = {}
-        bad = 0
-        for lv in levels:
-            s = float(lv[1])
-            if s <= 0.0:
-                bad += 1
-                continue
-            p = float(lv[0])
-            sizes[-p if neg else p] = s
-        self.sizes = sizes
-        self.keys = sorted(sizes)
-        return bad
-
-    def apply_text(self, levels: Iterable[Sequence[str]], neg: bool) -> int:
-        sizes = self.sizes
-        keys = self.keys
-        bad = 0
-        for lv in levels:
-            p = float(lv[0])
-            k = -p if neg else p
-            s = float(lv[1])
-            if s > 0.0:
-                if k not in sizes:
-                    insort(keys, k)
-                sizes[k] = s
-            elif s == 0.0:
-                if sizes.pop(k, None) is not None:
-                    del keys[bisect_left(keys, k)]
-            else:
-                bad += 1
-        return bad
-
-    def depth(self, n: int) -> float:
-        """Total size of the best ``n`` levels."""
-        sizes = self.sizes
-        return sum(sizes[k] for k in self.keys[:n])
-
-    def __len__(self) -> int:
-        return len(self.keys)
-
-
 class BookState:
     """The analyzer's copy of one symbol's book and the venue ``seq`` it is at.
+
+    The levels live in a C kernel (``native/mp_levels.c``): per side a sorted array of float
+    keys and sizes, applied a whole record per call straight from the ring's int64 mantissas
+    (no Python object per level). Keys are the correctly rounded doubles of the venue's
+    decimals whatever exponent a record chose (see the module docstring); sizes are floats
+    (they only feed analytics; the exact decimals stay in the ring).
 
     ``valid`` is False until a snapshot (ring ``BookSnapshot`` or the collector's snapshot
     service) is loaded, and again after a :class:`~supervisor.events.Gap` or a broken chain.
@@ -170,94 +79,123 @@ class BookState:
 
         book = BookState()
         rec = BookRecord(kind, payload)
-        book.load_record(rec.levels.tolist(), rec.n_bids, rec.price_exp, rec.size_exp, rec.seq)
+        book.load_record(rec.levels, rec.n_bids, rec.price_exp, rec.size_exp, rec.seq)
         book.best_bid(), book.best_ask(), book.cross_state()
     """
 
-    __slots__ = ("bids", "asks", "seq", "valid")
+    __slots__ = ("c", "seq", "valid")
 
     def __init__(self) -> None:
-        self.bids = BookSide()
-        self.asks = BookSide()
+        book = _C.mp_levels_new()
+        if book == _ffi.NULL:
+            raise MemoryError("cannot allocate a book")
+        self.c = _ffi.gc(book, _C.mp_levels_free)  # the kernel's book (engine hot path)
         self.seq = 0
         self.valid = False
 
-    def load_record(self, vals: list[int], n_bids: int, price_exp: int, size_exp: int,
+    def load_record(self, levels: Any, n_bids: int, price_exp: int, size_exp: int,
                     seq: int) -> int:
-        pdiv = POW10[-price_exp]
-        sdiv = POW10[-size_exp]
-        mid = 2 * n_bids
-        bad = self.bids.load(vals, 0, mid, True, pdiv, sdiv)
-        bad += self.asks.load(vals, mid, len(vals), False, pdiv, sdiv)
+        """Replace the book with a snapshot record's levels: ``levels`` holds (price, size)
+        int64 mantissa pairs, bids first (a ``memoryview``, ``bytes`` or ``list``).
+
+        Returns how many levels had a size <= 0 (dropped: a snapshot never carries them).
+        """
+        n = len(levels) // 2 if not isinstance(levels, bytes | bytearray) else len(levels) // 16
+        bad = checked(_C.mp_levels_apply(self.c, _int64s(levels), n_bids, n - n_bids,
+                                         price_exp, size_exp, 1))
         self.seq = seq
         self.valid = True
         return bad
 
-    def apply_record(self, vals: list[int], n_bids: int, price_exp: int, size_exp: int,
+    def apply_record(self, levels: Any, n_bids: int, price_exp: int, size_exp: int,
                      seq: int) -> int:
-        # BookSide.apply's loop, inlined over both sides: a delta carries a few levels, so
-        # the two calls would cost as much as the work.
-        pdiv = POW10[-price_exp]
-        sdiv = POW10[-size_exp]
-        mid = 2 * n_bids
-        side = self.bids if n_bids else self.asks
-        sizes = side.sizes
-        keys = side.keys
-        bad = 0
-        for i in range(0, len(vals), 2):
-            if i == mid:
-                sizes = self.asks.sizes
-                keys = self.asks.keys
-            k = -(vals[i] / pdiv) if i < mid else vals[i] / pdiv
-            s = vals[i + 1]
-            if s > 0:
-                if k not in sizes:
-                    insort(keys, k)
-                sizes[k] = s / sdiv
-            elif s == 0:
-                if sizes.pop(k, None) is not None:
-                    del keys[bisect_left(keys, k)]
-            else:
-                bad += 1
+        """Apply a delta record's levels (size 0 removes); returns sizes < 0 (skipped)."""
+        n = len(levels) // 2 if not isinstance(levels, bytes | bytearray) else len(levels) // 16
+        bad = checked(_C.mp_levels_apply(self.c, _int64s(levels), n_bids, n - n_bids,
+                                         price_exp, size_exp, 0))
         self.seq = seq
         return bad
 
     def load_text(self, bids: Iterable[Sequence[str]], asks: Iterable[Sequence[str]],
                   seq: int) -> int:
-        bad = self.bids.load_text(bids, True) + self.asks.load_text(asks, False)
+        """Snapshot from decimal strings (the ZeroMQ path); returns sizes <= 0 seen."""
+        vals, n_bids, n_asks = _floats(bids, asks)
+        bad = checked(_C.mp_levels_apply_f(self.c, vals, n_bids, n_asks, 1))
         self.seq = seq
         self.valid = True
         return bad
 
     def apply_text(self, bids: Iterable[Sequence[str]], asks: Iterable[Sequence[str]],
                    seq: int) -> int:
-        bad = self.bids.apply_text(bids, True) + self.asks.apply_text(asks, False)
+        """Delta from decimal strings; returns sizes < 0 (and non-finite values) skipped."""
+        vals, n_bids, n_asks = _floats(bids, asks)
+        bad = checked(_C.mp_levels_apply_f(self.c, vals, n_bids, n_asks, 0))
         self.seq = seq
         return bad
 
     def invalidate(self) -> None:
-        self.bids.clear()
-        self.asks.clear()
+        _C.mp_levels_clear(self.c)
         self.valid = False
 
+    def top(self) -> tuple[int, float, float, float, float]:
+        """(state, best bid, its size, best ask, its size); state 0: a side is empty,
+        1 normal, 2 locked, 3 crossed (prices and sizes 0.0 where a side is empty)."""
+        out = TOP
+        state = _C.mp_levels_top(self.c, out)
+        return state, out[0], out[1], out[2], out[3]
+
     def best_bid(self) -> float | None:
-        keys = self.bids.keys
-        return -keys[0] if keys else None
+        return -self.c.bids.keys[0] if self.c.bids.count else None
 
     def best_ask(self) -> float | None:
-        keys = self.asks.keys
-        return keys[0] if keys else None
+        return self.c.asks.keys[0] if self.c.asks.count else None
 
     def cross_state(self) -> int:
         """``CROSSED`` (best bid > best ask), ``LOCKED`` (equal) or ``NORMAL``."""
-        b = self.bids.keys
-        a = self.asks.keys
-        if not b or not a:
-            return NORMAL
-        bid = -b[0]
-        if bid < a[0]:
-            return NORMAL
-        return LOCKED if bid == a[0] else CROSSED
+        state = _C.mp_levels_top(self.c, TOP)
+        return CROSSED if state == 3 else LOCKED if state == 2 else NORMAL
+
+    def depth(self, side: int, n: int) -> float:
+        """Total size of the best ``n`` levels of bids (side 0) or asks (side 1)."""
+        return _C.mp_levels_depth(self.c, side, n)
+
+    def level_count(self) -> int:
+        return self.c.bids.count + self.c.asks.count
+
+    def levels(self) -> tuple[list[tuple[float, float]], list[tuple[float, float]]]:
+        """Every level as (price, size), best first: bids, asks."""
+        sides = []
+        for side, count in ((0, self.c.bids.count), (1, self.c.asks.count)):
+            out = _ffi.new("double[]", 2 * count or 1)
+            n = _C.mp_levels_copy(self.c, side, out, count)
+            sides.append([(out[2 * i], out[2 * i + 1]) for i in range(n)])
+        return sides[0], sides[1]
+
+
+TOP = _ffi.new("double[4]")  # mp_levels_top's output (the analyzer is single-threaded)
+
+
+def checked(result: int) -> int:
+    """A kernel result: the count it returned, or MemoryError."""
+    if result < 0:
+        raise MemoryError("cannot grow a book side") if result == _C.MP_LEVELS_ENOMEM \
+            else ValueError(f"bad book record (kernel error {result})")
+    return result
+
+
+def _int64s(levels: Any) -> Any:
+    if isinstance(levels, list):
+        return _ffi.new("int64_t[]", levels or [0])
+    return _ffi.from_buffer("int64_t[]", levels)
+
+
+def _floats(bids: Iterable[Sequence[str]],
+            asks: Iterable[Sequence[str]]) -> tuple[Any, int, int]:
+    """Decimal-string levels -> (price, size) doubles for the kernel, bids first."""
+    vals = [float(x) for lv in bids for x in (lv[0], lv[1])]
+    n_bids = len(vals) // 2
+    vals += [float(x) for lv in asks for x in (lv[0], lv[1])]
+    return _ffi.new("double[]", vals or [0.0]), n_bids, len(vals) // 2 - n_bids
 
 
 # ----- scalar records (everything that is not a book) ----------------------------------------
@@ -326,6 +264,6 @@ def read_trade(payload: Any) -> tuple[str, int, int, int, int, bool, float, floa
             float(pm * POW10[pe]), sm / POW10[-se] if se <= 0 else float(sm * POW10[se]))
 
 
-__all__ = ["BookState", "BookSide", "delta_verdict", "read_header", "read_scalar",
+__all__ = ["BookState", "delta_verdict", "read_header", "read_scalar",
            "read_trade", "APPLY", "STALE", "GAP", "NO_BOOK", "NORMAL", "LOCKED", "CROSSED",
            "POW10"]
