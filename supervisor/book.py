@@ -1,69 +1,114 @@
 """Local order book: one per (instance, symbol), fed by a venue adapter's sync logic.
 
-Levels are kept exactly as the venue sent them (``[price, size, ...]`` string lists, never
-copied or rounded), indexed by ``float(price)``: a decimal string with at most 15
-significant digits maps to a unique double, so the float is a safe ordering key while the
-string stays the published value. Each side is a dict (key -> level) plus a sorted key list
-(``bisect``), with bid keys negated so index 0 is the best level on both sides.
+The levels live in a C kernel (``native/mp_book.c``, in ``supervisor._kernels``): applying
+a diff in Python cost two ``float()`` calls plus a dict and a sorted-list operation per
+level, about half of all the work per Binance message. An update goes to C as the compact
+JSON of ``(bids, asks)`` (one ``orjson.dumps`` and one call per event, both sides).
 
-Updating an existing level is one dict store; only inserts and removals touch the sorted
-list (a C-level memmove). Not thread safe: one adapter task owns each book.
+Prices are exact keys there (decimal text -> price x 10^18 in 128 bits; no float ever
+orders the book, "1.10" and "1.1" are one level), and each level's JSON text is stored as
+the venue sent it: :meth:`BookSide.top` and :meth:`OrderBook.snapshot_levels` give back the
+venue's own strings (fresh lists), never rounded. Bad input (nan/inf or garbage prices,
+malformed levels) raises ``ValueError`` naming the level, with the book left unchanged.
+Not thread safe: one adapter task owns each book.
 """
 
 from __future__ import annotations
 
-from bisect import bisect_left, insort
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 
+from supervisor import jsonlib
+from supervisor._kernels import ffi as _ffi
+from supervisor._kernels import lib as _C
 from supervisor.events import Level
+
+try:
+    from orjson import dumps as _dumps  # the hot path: no jsonlib wrapper call
+except ImportError:  # pragma: no cover - jsonlib's stdlib fallback (same compact text)
+    _dumps = jsonlib.dumps
+
+_loads = jsonlib.loads
+_apply = _C.mp_book_apply
+_load = _C.mp_book_load
+_BIDS = _C.MP_BOOK_BIDS
+_ASKS = _C.MP_BOOK_ASKS
+_U32 = 0xFFFFFFFF
+
+_ERRORS = {
+    _C.MP_BOOK_ESHAPE: "malformed levels (want [price, size, ...] arrays of strings or numbers)",
+    _C.MP_BOOK_EPRICE: "bad price in level",
+    _C.MP_BOOK_ENONFINITE: "non-finite price level",
+    _C.MP_BOOK_ERANGE: "price beyond exact range (over 18 decimals or 20 integer digits) in level",
+    _C.MP_BOOK_ESIZE: "bad size in level",
+    _C.MP_BOOK_ETOOBIG: f"more than {_C.MP_BOOK_MAX_LEVELS} levels on a side",
+}
+
+
+def _error(rc: int, c: object, text: bytes) -> Exception:
+    """The exception for a negative kernel result, quoting the offending level."""
+    if rc == _C.MP_BOOK_ENOMEM:
+        return MemoryError("order book: out of memory")
+    off = _C.mp_book_error_offset(c)
+    where = text[off:off + 100] if off >= 0 else text[:100]
+    end = where.find(b"]")
+    if end >= 0:
+        where = where[:end + 1]
+    return ValueError(f"{_ERRORS.get(rc, f'error {rc}')}: {where.decode('utf-8', 'replace')}")
+
+
+class _Scratch:
+    """The buffer :func:`_top` reads levels into (grown on demand; one per process)."""
+
+    cap = 1 << 16
+    buf = _ffi.new("char[]", cap)
+
+
+def _top(c: object, side: int, n: int) -> list[Level]:
+    n = max(0, min(n, _U32))
+    need = _C.mp_book_top(c, side, n, _Scratch.buf, _Scratch.cap)
+    if need > _Scratch.cap:
+        _Scratch.cap = max(need, 2 * _Scratch.cap)
+        _Scratch.buf = _ffi.new("char[]", _Scratch.cap)
+        need = _C.mp_book_top(c, side, n, _Scratch.buf, _Scratch.cap)
+    return _loads(_ffi.unpack(_Scratch.buf, need))
 
 
 class BookSide:
-    """One side of a book. ``sign`` is -1.0 for bids (best = highest), 1.0 for asks."""
+    """One side of an :class:`OrderBook` (a view: the levels are in the book's kernel)."""
 
-    __slots__ = ("levels", "keys", "sign")
+    __slots__ = ("_c", "_side")
 
-    def __init__(self, sign: float) -> None:
-        self.sign = sign
-        self.levels: dict[float, Level] = {}
-        self.keys: list[float] = []
+    def __init__(self, c: object, side: int) -> None:
+        self._c = c
+        self._side = side
 
-    def load(self, levels: Iterable[Level]) -> None:
+    def _pair(self, levels: Sequence[Level]) -> bytes:
+        return _dumps((levels, ()) if self._side == _BIDS else ((), levels))
+
+    def load(self, levels: Sequence[Level]) -> None:
         """Replace the side with a snapshot (zero-size levels are dropped)."""
-        sign = self.sign
-        book = {sign * float(lv[0]): lv for lv in levels if float(lv[1]) != 0.0}
-        for k in book:
-            if k - k != 0.0:  # nan or inf: would corrupt the ordering
-                raise ValueError(f"non-finite price level {book[k][0]!r}")
-        self.levels = book
-        self.keys = sorted(book)
+        text = self._pair(levels)
+        rc = _load(self._c, text, len(text), 1 << self._side)
+        if rc < 0:
+            raise _error(rc, self._c, text)
 
-    def apply(self, levels: Iterable[Level]) -> None:
+    def apply(self, levels: Sequence[Level]) -> None:
         """Apply absolute-size updates; size 0 removes (removing an absent level is fine)."""
-        book = self.levels
-        keys = self.keys
-        sign = self.sign
-        for lv in levels:
-            k = sign * float(lv[0])
-            if float(lv[1]) == 0.0:
-                if book.pop(k, None) is not None:
-                    del keys[bisect_left(keys, k)]
-            else:
-                if k not in book:
-                    if k - k != 0.0:  # nan or inf: would corrupt the ordering
-                        raise ValueError(f"non-finite price level {lv[0]!r}")
-                    insort(keys, k)
-                book[k] = lv
+        text = self._pair(levels)
+        rc = _apply(self._c, text, len(text))
+        if rc < 0:
+            raise _error(rc, self._c, text)
 
     def best(self) -> Level | None:
-        return self.levels[self.keys[0]] if self.keys else None
+        top = _top(self._c, self._side, 1)
+        return top[0] if top else None
 
     def top(self, n: int) -> list[Level]:
-        levels = self.levels
-        return [levels[k] for k in self.keys[:n]]
+        """The best ``n`` levels, best first (fresh lists of the venue's values)."""
+        return _top(self._c, self._side, n)
 
     def __len__(self) -> int:
-        return len(self.keys)
+        return _C.mp_book_len(self._c, self._side)
 
 
 class OrderBook:
@@ -73,45 +118,64 @@ class OrderBook:
 
         book = OrderBook("BTC-USDT")
         book.load(bids, asks, seq=100)
-        book.apply(delta_bids, delta_asks, seq=101)
-        if book.crossed(): ...  # never publish this state: resync
+        if book.apply(delta_bids, delta_asks, seq=101):  # True: the result is crossed
+            ...  # never publish this state: resync
     """
 
-    __slots__ = ("symbol", "bids", "asks", "seq", "synced")
+    __slots__ = ("symbol", "bids", "asks", "seq", "synced", "_c")
 
     def __init__(self, symbol: str) -> None:
+        c = _C.mp_book_new()
+        if c == _ffi.NULL:
+            raise MemoryError("order book: out of memory")
+        self._c = _ffi.gc(c, _C.mp_book_free)
         self.symbol = symbol
-        self.bids = BookSide(-1.0)
-        self.asks = BookSide(1.0)
+        self.bids = BookSide(self._c, _BIDS)
+        self.asks = BookSide(self._c, _ASKS)
         self.seq = 0  # venue sequence of the current state
         self.synced = False  # False until a snapshot is loaded; False again after a break
 
-    def load(self, bids: Iterable[Level], asks: Iterable[Level], seq: int) -> None:
-        self.bids.load(bids)
-        self.asks.load(asks)
+    def load(self, bids: Sequence[Level], asks: Sequence[Level], seq: int) -> bool:
+        """Replace both sides (all or nothing); returns True if the result is crossed."""
+        text = _dumps((bids, asks))
+        rc = _load(self._c, text, len(text), 3)
+        if rc < 0:
+            raise _error(rc, self._c, text)
         self.seq = seq
         self.synced = True
+        return rc > 0
 
-    def apply(self, bids: Iterable[Level], asks: Iterable[Level], seq: int) -> None:
-        self.bids.apply(bids)
-        self.asks.apply(asks)
+    def apply(self, bids: Sequence[Level], asks: Sequence[Level], seq: int) -> bool:
+        """Apply a delta (all or nothing on bad input); returns True if the result is crossed.
+
+        One kernel call for both sides, the crossed check included (the hot path).
+        """
+        text = _dumps((bids, asks))
+        rc = _apply(self._c, text, len(text))
+        if rc < 0:
+            raise _error(rc, self._c, text)
         self.seq = seq
+        return rc > 0
+
+    def check(self, bids: Sequence[Level], asks: Sequence[Level]) -> None:
+        """Raise ``ValueError`` where :meth:`apply` would; the book is not touched."""
+        text = _dumps((bids, asks))
+        rc = _C.mp_book_check(self._c, text, len(text))
+        if rc < 0:
+            raise _error(rc, self._c, text)
 
     def invalidate(self) -> None:
         """Forget the state (a break was detected); the adapter resyncs."""
-        self.bids = BookSide(-1.0)
-        self.asks = BookSide(1.0)
+        _C.mp_book_clear(self._c)
         self.synced = False
 
     def crossed(self) -> bool:
         """True when best bid >= best ask (a state known to be wrong)."""
-        b = self.bids.keys
-        a = self.asks.keys
-        return bool(b) and bool(a) and -b[0] >= a[0]
+        return bool(_C.mp_book_crossed(self._c))
 
     def top(self, n: int) -> tuple[list[Level], list[Level]]:
-        return self.bids.top(n), self.asks.top(n)
+        return _top(self._c, _BIDS, n), _top(self._c, _ASKS, n)
 
     def snapshot_levels(self) -> tuple[Sequence[Level], Sequence[Level]]:
         """Every level, best first (for BookSnapshot events and the snapshot service)."""
-        return self.bids.top(len(self.bids)), self.asks.top(len(self.asks))
+        return _top(self._c, _BIDS, _U32), _top(self._c, _ASKS, _U32)

@@ -162,9 +162,7 @@ class DepthSync:
         if not (type(first) is int and type(last) is int and type(prev) is int
                 and type(bids) is list and type(asks) is list):
             raise TypeError("depth event ids must be ints and sides lists")
-        for level in bids + asks:
-            float(level[0])
-            float(level[1])
+        self.book.check(bids, asks)  # the very checks applying it will make
         buf = self.buffer
         if len(buf) >= self.max_buffer:
             self.buffer = [(first, last, prev, bids, asks, ts)]
@@ -175,16 +173,8 @@ class DepthSync:
 
     def _apply(self, book: OrderBook, bids: Sequence[Any], asks: Sequence[Any],
                last: int) -> int:
-        """Apply a live event, then refuse a crossed result (hot path: OrderBook.apply and
-        OrderBook.crossed inlined, empty sides skipped; most events touch one side)."""
-        if bids:
-            book.bids.apply(bids)
-        if asks:
-            book.asks.apply(asks)
-        book.seq = last
-        b = book.bids.keys
-        a = book.asks.keys
-        if b and a and -b[0] >= a[0]:
+        """Apply a live event, then refuse a crossed result (one kernel call does both)."""
+        if book.apply(bids, asks, last):
             self._break(None)
             return CROSSED
         return APPLIED
