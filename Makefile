@@ -1,7 +1,8 @@
 # marketprism — the two set-up commands are `make demo` and `make test` (see README).
 # Everything runs on Debian's own python3 (3.11) and Debian's packages for the runtime
 # dependencies, in a venv that sees them (--system-site-packages): the same versions the
-# .deb depends on. Only what Debian 12 lacks (orjson) and test tools come from PyPI.
+# .deb depends on. Only what Debian 12 lacks (orjson, nats-py, picows) and test tools come
+# from PyPI.
 
 PYTHON      ?= /usr/bin/python3
 VENV        ?= .venv
@@ -11,11 +12,12 @@ export DEBIAN_FRONTEND := noninteractive
 
 APT_RUNTIME := python3 python3-venv python3-dev python3-setuptools python3-wheel gcc libcap-dev \
                python3-cffi python3-zmq python3-psutil python3-prometheus-client python3-prctl \
-               python3-sdnotify python3-aiohttp
+               python3-sdnotify python3-aiohttp python3-multidict
 # The tests boot a real systemd (systemd-nspawn), check exposition with promtool, scrape a
 # real node_exporter, and build and lint the .deb (APT_DEB, below).
 APT_TEST    = systemd-container prometheus prometheus-node-exporter nats-server $(APT_DEB)
-PIP_RUNTIME := orjson nats-py
+# picows: the collectors' WebSocket client (C framing; supervisor/exchanges/ws.py says why).
+PIP_RUNTIME := orjson nats-py 'picows>=1.9,<2'
 PIP_TEST    := pytest hypothesis ruff
 PIP_BENCH   := faster-fifo
 # Building and checking the .deb (`make deb`; tests/test_deb.py needs them too): the

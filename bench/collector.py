@@ -455,9 +455,9 @@ def profile_start(pid: int, seconds: float, out: Path, cpu: int | None
 
 # py-spy leaf frame's file -> what the collector is doing there (self time, so it sums to 100)
 COLLECTOR_PARTS = {
-    "WebSocket framing (aiohttp, async_timeout)": (
-        "http_websocket.py", "client_ws.py", "client_proto.py", "streams.py", "helpers.py",
-        "async_timeout/__init__.py"),
+    "WebSocket framing (picows callback, or aiohttp when it is the fallback)": (
+        "exchanges/ws.py", "http_websocket.py", "client_ws.py", "client_proto.py", "streams.py",
+        "helpers.py", "async_timeout/__init__.py"),
     "event loop and socket reads (asyncio)": (
         "base_events.py", "selector_events.py", "events.py", "selectors.py", "tasks.py",
         "futures.py"),

@@ -31,6 +31,8 @@ import aiohttp
 from supervisor import jsonlib
 from supervisor.book import OrderBook
 from supervisor.events import Event, Gap
+from supervisor.exchanges import ws as ws_mod
+from supervisor.exchanges.ws import WebSocket
 
 Sink = Callable[[Event], None]
 
@@ -63,6 +65,7 @@ class FeedConfig:
     backoff_initial: float = 0.5
     backoff_max: float = 30.0
     rest_timeout: float = 10.0
+    connect_timeout: float = 10.0  # TCP + TLS + WebSocket upgrade
     snapshot_concurrency: int = 2  # REST snapshots in flight at once
 
 
@@ -148,7 +151,7 @@ class Feed:
         self.books: dict[str, OrderBook] = (
             {s: OrderBook(s) for s in cfg.symbols} if BOOKS in cfg.channels else {}
         )
-        self.ws: aiohttp.ClientWebSocketResponse | None = None
+        self.ws: WebSocket | None = None
         self.session: aiohttp.ClientSession | None = None
         self.snapshots_in_flight = 0
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -218,7 +221,7 @@ class Feed:
         """
         raise NotImplementedError
 
-    async def on_open(self, ws: aiohttp.ClientWebSocketResponse) -> None:
+    async def on_open(self, ws: WebSocket) -> None:
         """Venue hook: send subscriptions for ``self.symbols`` on a fresh connection."""
         raise NotImplementedError
 
@@ -238,7 +241,7 @@ class Feed:
         """Venue hook: periodic REST polls as (interval seconds, coroutine function)."""
         return []
 
-    async def keepalive(self, ws: aiohttp.ClientWebSocketResponse) -> None:
+    async def keepalive(self, ws: WebSocket) -> None:
         """Venue hook: application-level pings, if the venue wants them (runs per connection)."""
 
     def on_disconnect(self) -> None:
@@ -338,57 +341,55 @@ class Feed:
                 self.session = None
 
     async def _connect_once(self, session: aiohttp.ClientSession) -> None:
+        """One connection: connect, subscribe, hand every frame to :meth:`handle_frame`.
+
+        Frames arrive synchronously from the socket (:mod:`supervisor.exchanges.ws`); this
+        coroutine only waits for the connection to end. The backoff restarts once a
+        connection has carried data.
+        """
         watchdog: asyncio.Task[None] | None = None
         pinger: asyncio.Task[None] | None = None
+        ws: WebSocket | None = None
         stopping = False
+        messages = self.stats.messages
         try:
-            async with session.ws_connect(self.ws_url, autoping=True, heartbeat=None,
-                                          max_msg_size=64 * 1024 * 1024) as ws:
-                self.ws = ws
-                self.stats.connected = True
-                self.stats.last_message_mono = time.monotonic_ns()
-                self.log.info("connected to %s", self.ws_url)
-                await self.on_open(ws)
-                watchdog = asyncio.ensure_future(self._silence_watchdog(ws))
-                pinger = asyncio.ensure_future(self.keepalive(ws))
-                await self._read_loop(ws)
-                self.log.warning("connection closed by peer (code %s)", ws.close_code)
+            ws = await ws_mod.connect(self.ws_url, self.handle_frame, session=session,
+                                      timeout=self.cfg.connect_timeout)
+            self.ws = ws
+            self.stats.connected = True
+            self.stats.last_message_mono = time.monotonic_ns()
+            self.log.info("connected to %s (%s)", self.ws_url, ws_mod.BACKEND)
+            await self.on_open(ws)
+            watchdog = asyncio.ensure_future(self._silence_watchdog(ws))
+            pinger = asyncio.ensure_future(self.keepalive(ws))
+            await ws.wait_closed()
+            if ws.exception() is not None:
+                self.log.warning("websocket error: %s", ws.exception())
+            self.log.warning("connection closed by peer (code %s)", ws.close_code)
         except (TimeoutError, aiohttp.ClientError, ConnectionError, OSError) as exc:
             self.log.warning("connection to %s failed: %s: %s", self.ws_url,
                              type(exc).__name__, exc)
         except asyncio.CancelledError:
             stopping = True  # shutdown: the ring is marked stopped, no per-book gap noise
             raise
-        else:
-            stopping = False
         finally:
             for t in (watchdog, pinger):
                 if t is not None:
                     t.cancel()
+            if ws is not None and not ws.closed:
+                try:
+                    await ws.close()
+                except (ConnectionError, OSError, TimeoutError):
+                    pass
+            if self.stats.messages != messages:
+                self._backoff.reset()
             self.ws = None
             self.stats.connected = False
             await self._cancel_tasks()
             if not stopping:
                 self.on_disconnect()
 
-    async def _read_loop(self, ws: aiohttp.ClientWebSocketResponse) -> None:
-        handle = self.handle_frame
-        time_ns = time.time_ns
-        mono_ns = time.monotonic_ns
-        text = aiohttp.WSMsgType.TEXT
-        binary = aiohttp.WSMsgType.BINARY
-        first = True
-        async for msg in ws:
-            if msg.type is text or msg.type is binary:
-                handle(msg.data, time_ns(), mono_ns())
-                if first:
-                    self._backoff.reset()
-                    first = False
-            elif msg.type is aiohttp.WSMsgType.ERROR:
-                self.log.warning("websocket error: %s", ws.exception())
-                break
-
-    async def _silence_watchdog(self, ws: aiohttp.ClientWebSocketResponse) -> None:
+    async def _silence_watchdog(self, ws: WebSocket) -> None:
         timeout_ns = int(self.cfg.silence_timeout * 1e9)
         while not ws.closed:
             await asyncio.sleep(min(1.0, self.cfg.silence_timeout / 4))

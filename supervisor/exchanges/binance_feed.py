@@ -23,14 +23,13 @@ import logging
 from collections.abc import Callable, Iterable
 from typing import Any, ClassVar
 
-import aiohttp
-
 from supervisor import jsonlib
 from supervisor.events import Trade
 from supervisor.exchanges.base import BOOKS, TRADES, FeedConfig, Sink
 from supervisor.exchanges.binance_book import BinanceBooks, _ns
 from supervisor.exchanges.binance_symbols import binance_symbol
 from supervisor.exchanges.binance_sync import DepthSync
+from supervisor.exchanges.ws import WebSocket
 
 
 class BinanceFeed(BinanceBooks):
@@ -205,7 +204,7 @@ class BinanceFeed(BinanceBooks):
                 self._request_snapshot(symbol)
 
     # ----- connection and subscriptions ----------------------------------------------------------
-    async def on_open(self, ws: aiohttp.ClientWebSocketResponse) -> None:
+    async def on_open(self, ws: WebSocket) -> None:
         """Fresh connection: subscribe every configured stream (snapshots follow the acks)."""
         self._pending.clear()
         self._refresh_symbols()

@@ -45,8 +45,6 @@ from collections.abc import Callable, Iterable, Sequence
 from enum import Enum
 from typing import Any, ClassVar
 
-import aiohttp
-
 from supervisor import jsonlib
 from supervisor.events import (
     GAP_CROSSED,
@@ -68,6 +66,7 @@ from supervisor.exchanges.base import (
     Backoff,
     Feed,
 )
+from supervisor.exchanges.ws import WebSocket
 
 SUBSCRIBE = "public/subscribe"
 UNSUBSCRIBE = "public/unsubscribe"
@@ -489,7 +488,7 @@ class DeribitFeed(Feed):
                 await asyncio.sleep(wait)
             await self.send_json(self.request(method, {"channels": chunk}, chunk))
 
-    async def on_open(self, ws: aiohttp.ClientWebSocketResponse) -> None:
+    async def on_open(self, ws: WebSocket) -> None:
         """Fresh connection: heartbeats on, then every channel of every symbol."""
         self._reindex()  # symbols may have changed (SIGHUP) while we were disconnected
         self._pending.clear()

@@ -29,8 +29,6 @@ from collections import deque
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, ClassVar
 
-import aiohttp
-
 from supervisor import jsonlib
 from supervisor.events import (
     GAP_RESUBSCRIBE,
@@ -63,6 +61,7 @@ from supervisor.exchanges.okx_book import (
     OkxBookRecovery,
     OkxBookSync,
 )
+from supervisor.exchanges.ws import WebSocket
 
 MS = 1_000_000  # OKX timestamps are ms strings; events carry ns
 
@@ -202,7 +201,7 @@ class OkxFeed(Feed):
                     if a["channel"] == "books" and symbol is not None:
                         self.recovery.expect_snapshot(symbol)
 
-    async def on_open(self, ws: aiohttp.ClientWebSocketResponse) -> None:
+    async def on_open(self, ws: WebSocket) -> None:
         self._op_times.clear()  # the budget is per connection
         self._pending.clear()
         self.subscribed.clear()
@@ -240,7 +239,7 @@ class OkxFeed(Feed):
         self.recovery.clear()
         super().on_disconnect()
 
-    async def keepalive(self, ws: aiohttp.ClientWebSocketResponse) -> None:
+    async def keepalive(self, ws: WebSocket) -> None:
         """Send ``ping`` after ``ping_interval`` s without a frame; the answer is ``pong``.
 
         A missing ``pong`` is caught by the base silence watchdog (``silence_timeout``).
