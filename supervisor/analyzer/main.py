@@ -139,7 +139,8 @@ class Analyzer:
         while not self.stopping:
             if source != "zmq":
                 try:
-                    ring = RingSource(inst.ring, inst.analyzer.reader, inst.analyzer.batch)
+                    ring = RingSource(inst.ring, inst.analyzer.reader, inst.analyzer.batch,
+                                      self.settings.wake_coalesce)
                     self.log.info("attached to ring %s as reader %r; resuming after seq %d",
                                   inst.ring, inst.analyzer.reader, ring.committed_seq)
                     return ring

@@ -11,6 +11,9 @@ source               -          ``auto`` (the ring if its segment exists, else  
                                 ZeroMQ after ``ring_wait``), ``ring``, ``zmq`` or
                                 ``jetstream`` (the instance's NATS stream, another host)
 ring_wait            s          ``auto``: how long to wait for the ring to appear     10
+wake_coalesce        s          ring: while records keep coming, sleep this long      0.0002
+                                before reading again rather than asking the writer
+                                for a futex wake per record (0: wake on each record)
 publish_interval     s          at most one result per symbol per interval            0.1
 depth_levels         levels     N of the top-N depth imbalance                        5
 windows              s (list)   rolling trade VWAP / volume windows                   1,10,60
@@ -51,6 +54,7 @@ class Settings:
 
     source: str = "auto"
     ring_wait: float = 10.0
+    wake_coalesce: float = 0.0002
     publish_interval: float = 0.1
     depth_levels: int = 5
     windows: tuple[float, ...] = (1.0, 10.0, 60.0)
@@ -116,7 +120,7 @@ def _check(path: str, name: str, key: str, value: Any, default: Any) -> Any:
         return value
     if not isinstance(value, int | float):
         raise ConfigError(path, name, f"expected number, got {type(value).__name__} {value!r}")
-    if key in ("plugin_timeout", "ring_wait"):
+    if key in ("plugin_timeout", "ring_wait", "wake_coalesce"):
         if value < 0:
             raise ConfigError(path, name, f"must be >= 0, got {value!r}")
     elif value <= 0:

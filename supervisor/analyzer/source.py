@@ -47,6 +47,9 @@ class RingSource:
         Ring and durable cursor names (``inst.ring``, ``inst.analyzer.reader``).
     batch : int
         Most records per batch (``inst.analyzer.batch``).
+    coalesce : float
+        Seconds to sleep, after a poll that returned records, before looking again, instead
+        of sleeping on the futex at once (settings ``wake_coalesce``; 0 = never).
 
     Raises
     ------
@@ -56,10 +59,14 @@ class RingSource:
 
     mode = "ring"
 
-    def __init__(self, ring: str, reader: str, batch: int) -> None:
+    def __init__(self, ring: str, reader: str, batch: int, coalesce: float = 0.0) -> None:
         import shm
 
         self.batch_records = batch
+        self.coalesce = coalesce
+        self.busy = False  # the last poll returned records
+        self.coalesced = 0  # polls that slept ``coalesce`` instead of waiting for a wake
+        self.waits = 0  # polls that slept on the ring's futex (the writer wakes them)
         # A cursor seen for the first time starts at the oldest record still in the ring:
         # an analyzer installed after the collector analyses what the ring still holds.
         self.reader = shm.RingReader(ring, reader=reader, start="oldest", batch_records=batch)
@@ -81,8 +88,16 @@ class RingSource:
         """
         reader = self.reader
         batch = reader.read_batch()
+        if batch.count == 0 and self.busy and self.coalesce:
+            # Records keep coming: let a few gather instead of registering as a sleeper,
+            # which would make the collector issue a futex wake for nearly every record.
+            self.coalesced += 1
+            time.sleep(self.coalesce)
+            batch = reader.read_batch()
+        self.busy = batch.count > 0
         if batch.count == 0:
             self.caught_up = True
+            self.waits += 1
             started = time.monotonic()
             if not reader.wait(timeout):
                 # wait() returns at once when the writer closed the ring: do not spin.
@@ -93,6 +108,7 @@ class RingSource:
             batch = reader.read_batch()
             if batch.count == 0:
                 return None
+            self.busy = True
         if batch.count < self.batch_records:
             self.caught_up = True  # the ring had nothing beyond this batch
         return batch
