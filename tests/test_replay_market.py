@@ -188,3 +188,15 @@ def test_clear_disarms_everything():
     book.inject("okx", "drop")
     book.inject("deribit", "stall")
     assert book.clear() == 2 and not book.armed and not book.faults
+
+
+def test_the_text_cache_is_bounded_and_cleared_in_place(monkeypatch):
+    import supervisor.replay.market as market
+
+    monkeypatch.setattr(market, "FMT_CACHE_MAX", 8)
+    fmt = Fmt(1, 2, "fixed")
+    held = fmt.cache  # what the venue renderers keep a reference to
+    for n in range(20):
+        assert fmt.render(n) == f"{n / 100:.2f}"
+        assert len(held) <= 8 and held[n] == fmt.render(n)
+    assert fmt.cache is held

@@ -96,6 +96,9 @@ def fixed(units: int, decimals: int) -> str:
     return f"{s[:-decimals]}.{s[-decimals:]}"
 
 
+FMT_CACHE_MAX = 1 << 16  # texts one Fmt keeps (a soak run would otherwise keep every price)
+
+
 class Fmt:
     """Renders an integer (ticks or lots) as the venue's decimal text, cached.
 
@@ -118,7 +121,10 @@ class Fmt:
             s = s.rstrip("0").rstrip(".")
         elif self.style == "number":
             s = repr(float(s))
-        self.cache[n] = s
+        cache = self.cache
+        if len(cache) >= FMT_CACHE_MAX:  # a random walk drifts: old prices rarely return
+            cache.clear()  # in place: callers hold a reference to this dict
+        cache[n] = s
         return s
 
 
