@@ -16,11 +16,12 @@
 # Why a clean PATH: pybuild runs `python3` from PATH; on these machines a pyenv python3.11 comes
 # first, and the package must be built for (and depend on) Debian's /usr/bin/python3.
 #
-# Debian 12 has no orjson and no nats-py: their wheels (orjson's manylinux one for this
-# architecture) are fetched from PyPI with pip (the venv's, or $PIP) into build/wheels (a cache
-# shared by all builds) and handed to debian/rules in src/vendor/. ORJSON=orjson==VERSION and
-# NATS=nats-py==VERSION pick other versions; empty builds without them (the package then uses
-# the json fallback, and nats-bridge@ units cannot start).
+# Debian 12 has no orjson, nats-py or picows: their wheels (orjson's and picows' manylinux ones
+# for this architecture) are fetched from PyPI with pip (the venv's, or $PIP) into build/wheels
+# (a cache shared by all builds) and handed to debian/rules in src/vendor/. ORJSON=orjson==V,
+# NATS=nats-py==V and PICOWS=picows==V pick other versions; empty builds without them (the
+# package then uses the json fallback, the aiohttp WebSocket fallback, and nats-bridge@ units
+# cannot start).
 set -euo pipefail
 
 REPO=$(cd "$(dirname "$0")/.." && pwd)
@@ -28,6 +29,7 @@ OUT=$REPO/build/deb
 VERSION=
 ORJSON=${ORJSON-orjson==3.13.0}
 NATS=${NATS-nats-py==2.16.0}
+PICOWS=${PICOWS-picows==1.9.0}
 PIP=${PIP:-$REPO/.venv/bin/python -m pip}
 WHEELS=$REPO/build/wheels
 
@@ -59,30 +61,33 @@ if [ -n "$VERSION" ]; then
       cat "$REPO/packaging/debian/changelog"; } > "$WORK/src/debian/changelog"
 fi
 
-# --- the bundled orjson wheel ----------------------------------------------------------------
-if [ -n "$ORJSON" ]; then
+# --- the bundled compiled wheels (orjson, picows) -------------------------------------------
+# bundle_manylinux NAME==VERSION: this architecture's CPython wheel into src/vendor/.
+bundle_manylinux() {
+    local spec=$1 name=${1%%==*} want=${1#*==} arch platform pyver wheel_glob
     arch=$(dpkg --print-architecture)
     case "$arch" in
         amd64) platform=manylinux_2_17_x86_64 ;;
         arm64) platform=manylinux_2_17_aarch64 ;;
         *) platform= ;;
     esac
-    pyver=$(/usr/bin/python3 -c 'import sys; print("%d.%d" % sys.version_info[:2])')
     if [ -z "$platform" ]; then
-        log "no orjson wheel for $arch: the package will use the json fallback"
-    else
-        want=${ORJSON#orjson==}
-        # (unquoted below: a glob)
-        wheel_glob="orjson-${want}-cp${pyver/./}-*${platform#manylinux_2_17_}*.whl"
-        if ! ls "$WHEELS"/$wheel_glob >/dev/null 2>&1; then
-            $PIP download --disable-pip-version-check --quiet --no-deps --only-binary=:all: \
-                --platform "$platform" --implementation cp --python-version "$pyver" \
-                --abi "cp${pyver/./}" --dest "$WHEELS" "$ORJSON"
-        fi
-        mkdir -p "$WORK/src/vendor"
-        cp "$WHEELS"/$wheel_glob "$WORK/src/vendor/"
+        log "no $name wheel for $arch: the package will use its fallback"
+        return
     fi
-fi
+    pyver=$(/usr/bin/python3 -c 'import sys; print("%d.%d" % sys.version_info[:2])')
+    # (unquoted below: a glob)
+    wheel_glob="${name}-${want}-cp${pyver/./}-*${platform#manylinux_2_17_}*.whl"
+    if ! ls "$WHEELS"/$wheel_glob >/dev/null 2>&1; then
+        $PIP download --disable-pip-version-check --quiet --no-deps --only-binary=:all: \
+            --platform "$platform" --implementation cp --python-version "$pyver" \
+            --abi "cp${pyver/./}" --dest "$WHEELS" "$spec"
+    fi
+    mkdir -p "$WORK/src/vendor"
+    cp "$WHEELS"/$wheel_glob "$WORK/src/vendor/"
+}
+[ -z "$ORJSON" ] || bundle_manylinux "$ORJSON"
+[ -z "$PICOWS" ] || bundle_manylinux "$PICOWS"
 
 # --- the bundled nats-py wheel (pure Python; the optional nats-bridge@ units need it) -------
 if [ -n "$NATS" ]; then

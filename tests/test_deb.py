@@ -43,7 +43,7 @@ UNITS = sorted(p.name for p in (REPO / "units").iterdir() if p.suffix in (".serv
 # Debian's packages for what pyproject.toml lists from PyPI (issue 8), besides the substvars.
 RUNTIME_DEPENDS = ("python3 (>= 3.11)", "python3-zmq", "python3-psutil",
                    "python3-prometheus-client", "python3-prctl", "python3-sdnotify",
-                   "python3-cffi-backend", "python3-aiohttp")
+                   "python3-cffi-backend", "python3-aiohttp", "python3-multidict")
 REAL_HOSTS = {"ws.okx.com", "www.okx.com", "stream.binance.com", "api.binance.com",
               "fstream.binance.com", "fapi.binance.com", "www.deribit.com"}
 
@@ -140,12 +140,13 @@ def test_every_lintian_override_has_a_written_reason() -> None:
 def test_code_is_a_private_tree_with_the_extensions_and_the_bundled_wheels(debs: Debs) -> None:
     files = _members(debs.base)
     assert not [f for f in files if "/dist-packages/" in f or "/site-packages/" in f]
-    for package in ("supervisor", "shm", "orjson", "nats"):
+    for package in ("supervisor", "shm", "orjson", "nats", "picows"):
         assert f"{LIB}/{package}/__init__.py" in files, package
     assert [f for f in files if re.fullmatch(rf"{LIB}/shm/_native\..*so", f)]
     assert [f for f in files if re.fullmatch(rf"{LIB}/supervisor/_kernels\..*so", f)]
     assert [f for f in files if re.fullmatch(rf"{LIB}/supervisor/_levels\..*so", f)]
     assert [f for f in files if re.fullmatch(rf"{LIB}/orjson/orjson\.cpython-3\d+-.*\.so", f)]
+    assert [f for f in files if re.fullmatch(rf"{LIB}/picows/picows\.cpython-3\d+-.*\.so", f)]
     # Build leftovers that must not ship.
     assert not [f for f in files if "/tests/" in f or ".hypothesis" in f or ".dist-info" in f]
 

@@ -30,6 +30,7 @@ picows cannot load (``BACKEND`` says which is in use; ``MARKETPRISM_WS=aiohttp``
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import ssl
 import time
@@ -44,6 +45,9 @@ try:
     import picows
 
     BACKEND = "picows"
+    # picows logs every connect and disconnect at INFO without our instance name; our own
+    # connection loop logs those. Its warnings and errors still come through.
+    logging.getLogger("picows").setLevel(logging.WARNING)
 except ImportError:  # pragma: no cover - exercised with MARKETPRISM_WS=aiohttp
     picows = None  # type: ignore[assignment]
     BACKEND = "aiohttp"
@@ -215,10 +219,6 @@ if picows is not None:
                 self.transport.disconnect(graceful=False)
                 await asyncio.shield(self._gone)
 
-        def abort(self) -> None:
-            if self.transport is not None:
-                self.transport.disconnect(graceful=False)
-
         async def wait_closed(self) -> None:
             await asyncio.shield(self._gone)
 
@@ -288,9 +288,6 @@ class AiohttpWebSocket(WebSocket):
 
     async def close(self, code: int = 1000, message: bytes = b"") -> None:
         await self._ws.close(code=code, message=message)  # bounded by ws_connect's timeout
-
-    def abort(self) -> None:
-        self._reader.cancel()
 
     async def wait_closed(self) -> None:
         await asyncio.shield(self._reader)
