@@ -167,7 +167,7 @@ class RingReader:
         # _records, built when read() takes the batch (read_batch() never builds it).
         self._count = 0
         self._seqs: Iterator[int] = iter(range(0))
-        self._stream = chain.from_iterable(map(self._next_batch_records, repeat(None)))
+        self._stream = chain.from_iterable(iter(self._next_batch_records, None))
         self.read = partial(next, self._stream)
         self._first_seq = 0
         self._first_lost = 0  # lost just before record 0 of the batch
@@ -231,7 +231,7 @@ class RingReader:
         """
         return next(self._stream)
 
-    def _next_batch_records(self, _: object = None) -> Iterator[Record | None]:
+    def _next_batch_records(self) -> Iterator[Record | None]:
         """Fetch a batch; return an iterator over its records, or over ``(None,)`` if empty.
 
         ``_stream`` chains these iterators: a C-level ``map``/``zip`` over the batch (one
@@ -242,6 +242,12 @@ class RingReader:
         n = self._fill()
         if not n:
             return _NOTHING_YET
+        if n == 1:  # the common case of a reader that keeps up: no chain to build
+            offset = self._offsets[0]
+            # handed out at once: chain returns an iterable's first item in the same call
+            return (_new_record(Record, (next(self._seqs), self._types[0],
+                                         self._data[offset:offset + self._lengths[0]].tobytes(),
+                                         self._first_lost)),)
         offsets = self._offsets[:n]
         lengths = self._lengths[:n]
         blob = self._data[:offsets[n - 1] + lengths[n - 1]].tobytes()
