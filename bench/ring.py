@@ -44,6 +44,7 @@ Usage: ``.venv/bin/python bench/ring.py [--quick] [--repeats 5] [--sizes 64,256,
 from __future__ import annotations
 
 import argparse
+import json
 import multiprocessing as mp
 import os
 import platform
@@ -317,6 +318,7 @@ def measure(label, make, writer, reader, size, args, count) -> dict:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="1 repeat, fewer messages")
+    parser.add_argument("--json", help="write the table and the targets as JSON here")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--sizes", default="64,256,1024")
     parser.add_argument("--rate", type=float, default=20_000, help="latency pacing, msgs/s")
@@ -365,27 +367,66 @@ def main() -> int:
         for label, make, writer, reader, count in rows:
             count = max(args.batch, int(count * args.scale)) // args.batch * args.batch
             results.append(measure(label, make, writer, reader, size, args, count))
-    print_table(results, args, notes)
+    markdown = table(results, args, notes)
+    found = targets(results)
+    markdown += "\n\n" + "\n".join(
+        ["| target | measured | met |", "|---|---:|---|"]
+        + [f"| {t['target']} | {t['value']} | {'yes' if t['met'] else '**no**'} |"
+           for t in found])
+    print("\n" + markdown)
+    if args.json:
+        Path(args.json).write_text(json.dumps({"markdown": markdown, "targets": found,
+                                               "results": results}, indent=1))
     return 0
 
 
-def print_table(results, args, notes) -> None:
+# (label, size) -> what the issue asks of it; rates as multiples of Pipe in the same run
+RATE_TARGETS = (("ring msg", "per-message API", 5.0), ("ring batch", "batched API", 20.0))
+C_TARGET = 50e6  # msgs/s, C-level
+LATENCY_TARGETS = {"p50": 2.0, "p99": 10.0}  # one-way, µs, with the blocking wait
+
+
+def targets(results: list[dict]) -> list[dict]:
+    """The issue's targets at 64-byte messages, from this run's rows."""
+    rows = {r["label"]: r for r in results if r["size"] == 64}
+    out: list[dict] = []
+    pipe = rows.get("Pipe")
+    for label, what, want in RATE_TARGETS:
+        if pipe and label in rows:
+            ratio = rows[label]["rate"] / pipe["rate"]
+            out.append({"target": f"64 B {what} >= {want:g}x Pipe (same run)",
+                        "value": f"{ratio:.1f}x ({rows[label]['rate'] / 1e6:.2f} M msgs/s)",
+                        "met": ratio >= want})
+    if "ring C" in rows:
+        rate = rows["ring C"]["rate"]
+        out.append({"target": f"64 B C-level >= {C_TARGET / 1e6:g} M msgs/s",
+                    "value": f"{rate / 1e6:.1f} M msgs/s", "met": rate >= C_TARGET})
+    if "ring msg" in rows:
+        for q, bound in LATENCY_TARGETS.items():
+            got = rows["ring msg"][q]
+            out.append({"target": f"64 B one-way {q} <= {bound:g} µs (per-message API, "
+                                  "spin then futex wait)",
+                        "value": f"{got:.1f} µs", "met": got <= bound})
+    return out
+
+
+def table(results, args, notes) -> str:
     load = "/".join(f"{x:.1f}" for x in (*args.load_before, *os.getloadavg()))
-    print(f"\nMachine: {os.cpu_count()} CPUs, {platform.processor() or platform.machine()}, "
-          f"Linux {platform.release()}, Python {platform.python_version()}; median of "
-          f"{args.repeats}; latency at {args.rate:.0f} msgs/s; ring {args.capacity_mib} MiB, spin "
-          f"{args.spin_us:g} us "
-          f"('ring msg futex': 0); readers {'SCHED_FIFO' if args.rt else 'SCHED_OTHER'}"
-          f"{', pinned' if args.pin else ''}; load average before/after {load}\n")
-    print("| transport | size | msgs/s | x Pipe | p50 us | p99 us | p99.9 us | lost |")
-    print("|---|---:|---:|---:|---:|---:|---:|---:|")
+    lines = [f"Machine: {os.cpu_count()} CPUs, {platform.processor() or platform.machine()}, "
+             f"Linux {platform.release()}, Python {platform.python_version()}; median of "
+             f"{args.repeats}; latency at {args.rate:.0f} msgs/s; ring {args.capacity_mib} MiB, "
+             f"spin {args.spin_us:g} us ('ring msg futex': 0); readers "
+             f"{'SCHED_FIFO' if args.rt else 'SCHED_OTHER'}"
+             f"{', pinned' if args.pin else ''}; load average before/after {load}", "",
+             "| transport | size | msgs/s | x Pipe | p50 us | p99 us | p99.9 us | lost |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|"]
     pipe = {r["size"]: r["rate"] for r in results if r["label"] == "Pipe"}
     for r in results:
         ratio = r["rate"] / pipe[r["size"]] if r["size"] in pipe else float("nan")
-        print(f"| {r['label']} | {r['size']} | {r['rate'] / 1e6:.3f} M | {ratio:.1f} | "
-              f"{r['p50']:.1f} | {r['p99']:.1f} | {r['p99.9']:.1f} | {r['lost']} |")
-    for note in notes:
-        print(f"\nNote: {note}")
+        lines.append(f"| {r['label']} | {r['size']} | {r['rate'] / 1e6:.3f} M | {ratio:.1f} | "
+                     f"{r['p50']:.1f} | {r['p99']:.1f} | {r['p99.9']:.1f} | {r['lost']} |")
+    lines += [f"\nNote: {note}" for note in notes]
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

@@ -134,8 +134,10 @@ def report(results: dict[str, dict[str, Any]], start: dict[str, Any], quick: boo
             lines.append(f"| {name} | {t['target']} | {t['value']} | "
                          f"{'yes' if t['met'] else '**no**'} |")
     lines.append("")
-    lines.append("Targets of ring.py and book.py are stated in their own sections below.")
-    lines.append("")
+    silent = [f"{name}.py" for name, r in results.items() if not r.get("json", {}).get("targets")]
+    if silent:
+        lines.append(f"Targets of {' and '.join(silent)} are stated in their own sections below.")
+        lines.append("")
     for r in results.values():
         lines += [f"## {r['title']}", "",
                   f"`{r['command']}` ({r['seconds']:.0f} s)", "",
