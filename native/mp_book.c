@@ -78,6 +78,56 @@ static int mp_book_is_nonfinite(const char *p, size_t n)
            || (n == 8 && memcmp(low, "infinity", 8) == 0);
 }
 
+static const int64_t MP_BOOK_POW10[19] = {
+    1LL, 10LL, 100LL, 1000LL, 10000LL, 100000LL, 1000000LL, 10000000LL, 100000000LL,
+    1000000000LL, 10000000000LL, 100000000000LL, 1000000000000LL, 10000000000000LL,
+    100000000000000LL, 1000000000000000LL, 10000000000000000LL, 100000000000000000LL,
+    1000000000000000000LL
+};
+
+/* 10^k for 0 <= k <= 38. */
+static inline mp_key_t mp_book_pow10(long k)
+{
+    return k <= 18 ? (mp_key_t)MP_BOOK_POW10[k]
+                   : (mp_key_t)MP_BOOK_POW10[18] * MP_BOOK_POW10[k - 18];
+}
+
+/* The common case, in 64 bits: digits[.digits], unsigned, at most 18 digits, no exponent.
+ * Returns 1 with *out set, or 0 for anything else (mp_book_parse_price decides). */
+static inline int mp_book_price_fast(const char *p, size_t n, mp_key_t *out)
+{
+    uint64_t m = 0;
+    size_t dot = n;
+
+    if (n == 0 || n > 19)
+    {
+        return 0;
+    }
+    for (size_t i = 0; i < n; i++)
+    {
+        unsigned d = (unsigned)(unsigned char)p[i] - '0';
+        if (d < 10)
+        {
+            m = m * 10 + d;
+        }
+        else if (p[i] == '.' && dot == n)
+        {
+            dot = i;
+        }
+        else
+        {
+            return 0;
+        }
+    }
+    size_t digits = n - (dot < n), decimals = dot < n ? n - 1 - dot : 0;
+    if (digits == 0 || digits > 18)
+    {
+        return 0;
+    }
+    *out = (mp_key_t)m * MP_BOOK_POW10[18 - decimals];
+    return 1;
+}
+
 /*
  * [+-]digits[.digits][e[+-]digits] (digits on at least one side of the dot) -> exact key.
  * Trailing zeros are kept lazily (pending) so "1.1000000000000000000000" is still exact.
@@ -174,10 +224,7 @@ static int mp_book_parse_price(const char *p, size_t n, mp_key_t *out)
     {
         return MP_BOOK_ERANGE; /* m has no trailing zeros: k < 0 means too many decimals */
     }
-    for (; k > 0; k--)
-    {
-        m *= 10;
-    }
+    m *= mp_book_pow10(k);
     *out = neg ? -m : m;
     return 0;
 }
@@ -270,79 +317,167 @@ static int mp_book_scratch_push(mp_book_t *book, uint32_t count)
     return 0;
 }
 
+/* Fast path: a quoted plain price "digits[.digits]" (<= 18 digits) at t[*pos] == '"', parsed
+ * in the one pass that finds its end. Returns 1 with *pos past the closing quote, or 0 (the
+ * general path decides, from the same position). */
+static inline int mp_book_quoted_price(const char *t, size_t len, size_t *pos, mp_key_t *key)
+{
+    size_t i = *pos + 1, digits = 0, decimals = 0;
+    int dot = 0;
+    uint64_t m = 0;
+    for (; i < len; i++)
+    {
+        unsigned d = (unsigned)(unsigned char)t[i] - '0';
+        if (d < 10)
+        {
+            m = m * 10 + d; /* wraps past 19 digits: then rejected below */
+            digits++;
+            decimals += dot;
+        }
+        else if (t[i] == '.' && !dot)
+        {
+            dot = 1;
+        }
+        else
+        {
+            break;
+        }
+    }
+    if (i >= len || t[i] != '"' || digits == 0 || digits > 18)
+    {
+        return 0;
+    }
+    *key = (mp_key_t)m * MP_BOOK_POW10[18 - decimals];
+    *pos = i + 1;
+    return 1;
+}
+
+/* Fast path: a quoted plain size "digits[.digits]"; sets *zero. As mp_book_quoted_price. */
+static inline int mp_book_quoted_size(const char *t, size_t len, size_t *pos, int *zero)
+{
+    size_t i = *pos + 1, digits = 0;
+    int dot = 0, nonzero = 0;
+    for (; i < len; i++)
+    {
+        char c = t[i];
+        if (c >= '0' && c <= '9')
+        {
+            nonzero |= c != '0';
+            digits++;
+        }
+        else if (c == '.' && !dot)
+        {
+            dot = 1;
+        }
+        else
+        {
+            break;
+        }
+    }
+    if (i >= len || t[i] != '"' || digits == 0)
+    {
+        return 0;
+    }
+    *zero = !nonzero;
+    *pos = i + 1;
+    return 1;
+}
+
+/* One scalar of a level at t[*pos] (not whitespace), the general way: a string without
+ * escapes or a bare token (numbers). Field 0 is the price, 1 the size, others are kept
+ * as text only. Sets *pos past it. */
+static int mp_book_parse_field(const char *t, size_t len, size_t *pos, int field,
+                               mp_book_parsed_t *out)
+{
+    size_t i = *pos;
+    const char *p;
+    size_t n;
+    int rc;
+
+    if (t[i] == '"')
+    {
+        size_t j = i + 1;
+        while (j < len && t[j] != '"' && t[j] != '\\')
+        {
+            j++;
+        }
+        if (j >= len)
+        {
+            return MP_BOOK_ESHAPE;
+        }
+        if (t[j] == '\\') /* never part of a decimal */
+        {
+            return field == 0 ? MP_BOOK_EPRICE : field == 1 ? MP_BOOK_ESIZE : MP_BOOK_ESHAPE;
+        }
+        p = t + i + 1;
+        n = j - i - 1;
+        *pos = j + 1;
+    }
+    else
+    {
+        size_t j = i;
+        while (j < len && ((t[j] >= '0' && t[j] <= '9') || (t[j] >= 'a' && t[j] <= 'z')
+                           || (t[j] >= 'A' && t[j] <= 'Z') || t[j] == '.' || t[j] == '-'
+                           || t[j] == '+'))
+        {
+            j++;
+        }
+        if (j == i)
+        {
+            return MP_BOOK_ESHAPE; /* nested array/object, or nothing */
+        }
+        p = t + i;
+        n = j - i;
+        *pos = j;
+    }
+    if (field == 0)
+    {
+        rc = mp_book_price_fast(p, n, &out->key) ? 0 : mp_book_parse_price(p, n, &out->key);
+        if (rc != 0)
+        {
+            return mp_book_is_nonfinite(p, n) ? MP_BOOK_ENONFINITE : rc;
+        }
+    }
+    else if (field == 1)
+    {
+        int zero = 0;
+        if ((rc = mp_book_parse_size(p, n, &zero)) != 0)
+        {
+            return rc;
+        }
+        out->zero = (uint8_t)zero;
+    }
+    return 0;
+}
+
 /*
- * One level at t[*pos] == '[': [scalar, scalar, ...], scalars being strings without escapes
- * or bare tokens (numbers). The first is the price, the second the size.
+ * One level at t[*pos] == '[': [scalar, scalar, ...] with at least price and size. Plain
+ * quoted decimals (what venues send) take the one-pass fast paths.
  */
 static int mp_book_parse_level(mp_book_t *book, const char *t, size_t len, size_t *pos,
                                mp_book_parsed_t *out)
 {
     size_t start = *pos, i = *pos + 1;
-    int field = 0, rc;
+    int field = 0, rc, zero = 0;
 
     book->err_off = (int64_t)start;
     for (;;)
     {
-        const char *p;
-        size_t n;
         i = mp_book_ws(t, len, i);
         if (i >= len)
         {
             return MP_BOOK_ESHAPE;
         }
-        if (t[i] == '"')
+        if (field == 0 && t[i] == '"' && mp_book_quoted_price(t, len, &i, &out->key))
         {
-            size_t j = i + 1;
-            while (j < len && t[j] != '"' && t[j] != '\\')
-            {
-                j++;
-            }
-            if (j >= len)
-            {
-                return MP_BOOK_ESHAPE;
-            }
-            if (t[j] == '\\') /* never part of a decimal */
-            {
-                return field == 0 ? MP_BOOK_EPRICE : field == 1 ? MP_BOOK_ESIZE : MP_BOOK_ESHAPE;
-            }
-            p = t + i + 1;
-            n = j - i - 1;
-            i = j + 1;
         }
-        else
+        else if (field == 1 && t[i] == '"' && mp_book_quoted_size(t, len, &i, &zero))
         {
-            size_t j = i;
-            while (j < len && ((t[j] >= '0' && t[j] <= '9') || (t[j] >= 'a' && t[j] <= 'z')
-                               || (t[j] >= 'A' && t[j] <= 'Z') || t[j] == '.' || t[j] == '-'
-                               || t[j] == '+'))
-            {
-                j++;
-            }
-            if (j == i)
-            {
-                return MP_BOOK_ESHAPE; /* nested array/object, or nothing */
-            }
-            p = t + i;
-            n = j - i;
-            i = j;
-        }
-        if (field == 0)
-        {
-            rc = mp_book_parse_price(p, n, &out->key);
-            if (rc != 0)
-            {
-                return mp_book_is_nonfinite(p, n) ? MP_BOOK_ENONFINITE : rc;
-            }
-        }
-        else if (field == 1)
-        {
-            int zero = 0;
-            rc = mp_book_parse_size(p, n, &zero);
-            if (rc != 0)
-            {
-                return rc;
-            }
             out->zero = (uint8_t)zero;
+        }
+        else if ((rc = mp_book_parse_field(t, len, &i, field, out)) != 0)
+        {
+            return rc;
         }
         field++;
         i = mp_book_ws(t, len, i);
@@ -534,10 +669,22 @@ static int mp_book_reserve(mp_book_side_t *s, uint64_t want)
     return 0;
 }
 
-/* First index whose key is >= key. */
+/* First index whose key is >= key, galloping from the best (last) end first: updates
+ * cluster near the top of the book, so this touches few entries (and cache lines). */
 static inline uint32_t mp_book_lower_bound(const mp_book_side_t *s, mp_key_t key)
 {
-    uint32_t lo = 0, hi = s->n;
+    uint32_t lo = 0, hi = s->n, step = 1;
+    while (hi > 0) /* every entry at or after hi is >= key */
+    {
+        uint32_t probe = hi > step ? hi - step : 0;
+        if (s->v[probe].key < key)
+        {
+            lo = probe + 1;
+            break;
+        }
+        hi = probe;
+        step *= 2;
+    }
     while (lo < hi)
     {
         uint32_t mid = lo + (hi - lo) / 2;
@@ -682,6 +829,36 @@ static int mp_book_cmp_parsed(const void *x, const void *y)
     return a->idx < b->idx ? -1 : a->idx > b->idx;
 }
 
+/* Sort parsed levels by (side, key, input order). The input lists each side in order
+ * (parse fills bids then asks), and venues send snapshots best first, which is descending
+ * key order here: such a run is reversed instead of sorted. */
+static void mp_book_sort_side(mp_book_parsed_t *v, uint32_t n)
+{
+    for (uint32_t start = 0; start < n;)
+    {
+        uint32_t end = start + 1, desc = 1, asc = 1;
+        for (; end < n && v[end].side == v[start].side; end++)
+        {
+            desc &= v[end].key < v[end - 1].key;
+            asc &= v[end].key > v[end - 1].key;
+        }
+        if (desc)
+        {
+            for (uint32_t i = start, j = end - 1; i < j; i++, j--)
+            {
+                mp_book_parsed_t tmp = v[i];
+                v[i] = v[j];
+                v[j] = tmp;
+            }
+        }
+        else if (!asc)
+        {
+            qsort(v + start, end - start, sizeof(v[0]), mp_book_cmp_parsed);
+        }
+        start = end;
+    }
+}
+
 int mp_book_load(mp_book_t *book, const char *text, size_t len, int sides)
 {
     int64_t count = mp_book_parse(book, text, len);
@@ -702,7 +879,7 @@ int mp_book_load(mp_book_t *book, const char *text, size_t len, int sides)
             book->scratch[kept++] = *in;
         }
     }
-    qsort(book->scratch, kept, sizeof(book->scratch[0]), mp_book_cmp_parsed);
+    mp_book_sort_side(book->scratch, kept);
     for (uint32_t k = 0; k < kept; k++)
     {
         const mp_book_parsed_t *in = &book->scratch[k];
