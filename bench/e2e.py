@@ -157,7 +157,10 @@ def run_cell(rate: float, tick: float, zmq: bool, sched: str, args: argparse.Nam
         capacity = 1 << max(24, int(need - 1).bit_length())
         table = cb.instance_toml(name, VENUE, args.symbols, rx, capacity=capacity, zmq=zmq,
                                  analyzer=f'zmq_pub = "tcp://127.0.0.1:{cb.free_port()}", '
-                                          'settings = { source = "ring" }')
+                                          'settings = { source = "ring"'
+                                          + (f", wake_coalesce = {args.wake_coalesce}"
+                                             if args.wake_coalesce is not None else "")
+                                          + ' }')
         cfg = cb.write_config(tmp, [table])
         coll = cb.start_collector(name, cfg, ccpu, tmp, stamps_path, fifo_ours)
         cb.wait_synced(name, coll)
@@ -351,6 +354,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--rates", default="1000,5000,10000,20000")
     ap.add_argument("--tick", type=float, default=0.001, help="replay pump period, s")
     ap.add_argument("--symbols", type=int, default=10)
+    ap.add_argument("--wake-coalesce", type=float, default=None,
+                    help="the analyzer's wake_coalesce setting, s (default: its default)")
     ap.add_argument("--nice", type=int, default=-20, help="niceness with --sched nice")
     ap.add_argument("--sched", choices=("fifo", "nice"), default="fifo",
                     help="fifo: SCHED_FIFO (replay 2, collector and analyzer 1; root), so "
