@@ -346,3 +346,70 @@ def test_wss_verifies_the_certificate_and_then_carries_frames(backend, cert):
             if session is not None:
                 await session.close()
     run(main())
+
+
+# ----- the connection loop (Feed) on top of it ---------------------------------------------------
+class EchoFeed:
+    """A minimal venue: subscribes on open, counts frames, raises on non-JSON."""
+
+    @staticmethod
+    def make(url: str):
+        from supervisor import jsonlib
+        from supervisor.exchanges.base import Feed, FeedConfig
+
+        class _Feed(Feed):
+            exchange = "test"
+
+            def __init__(self) -> None:
+                super().__init__(FeedConfig(instance="t", exchange="test", market="spot",
+                                            symbols=("BTC-USDT",), channels=frozenset(),
+                                            ws_url=url, silence_timeout=0.6,
+                                            backoff_initial=0.05, backoff_max=0.1),
+                                 sink=lambda ev: None)
+                self.frames: list[object] = []
+                self.opens = 0
+
+            def on_message(self, data, ts_recv, ts_mono):
+                self.frames.append(jsonlib.loads(data))
+
+            async def on_open(self, ws):
+                self.opens += 1
+                await self.send_json({"op": "subscribe", "n": self.opens})
+
+        return _Feed()
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_feed_survives_malformed_frames_silence_and_peer_close(backend, monkeypatch):
+    monkeypatch.setattr(ws_mod, "BACKEND", backend)
+    monkeypatch.setattr(ws_mod, "CLOSE_TIMEOUT", 0.3)
+
+    async def main():
+        async with RawServer() as srv:
+            feed = EchoFeed.make(srv.url)
+            task = asyncio.ensure_future(feed.run())
+            # 1st connection: a good frame, a malformed one (counted), then silence
+            peer = await srv.peer()
+            assert await peer.recv() == (1, b'{"op":"subscribe","n":1}')
+            peer.send(frame(1, b'{"a":1}') + frame(1, b"not json") + frame(1, b'{"a":2}'))
+            # the silence watchdog closes with a close frame and reconnects
+            op, _ = await peer.recv(timeout=5)
+            assert op == 8
+            peer.writer.close()
+            peer = await srv.peer()
+            assert await peer.recv() == (1, b'{"op":"subscribe","n":2}')
+            assert feed.frames == [{"a": 1}, {"a": 2}] and feed.stats.malformed == 1
+            # 2nd connection: the peer closes (code 1012): reconnect again
+            peer.send(frame(8, struct.pack("!H", 1012)))
+            peer = await srv.peer()
+            assert await peer.recv() == (1, b'{"op":"subscribe","n":3}')
+            # 3rd: the TCP connection drops without a close frame
+            peer.writer.transport.abort()
+            peer = await srv.peer()
+            assert await peer.recv() == (1, b'{"op":"subscribe","n":4}')
+            assert feed.stats.reconnects == 3 and feed.stats.connected
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+            assert feed.ws is None and not feed.stats.connected
+    run(main())
