@@ -66,8 +66,8 @@ def drain(src: JetStreamSource, engine, limit: int | None = None, commit: bool =
 
 
 def book_state(engine) -> dict[str, tuple]:
-    return {s: (a.book.valid, a.book.seq, list(a.book.bids.keys)[:20],
-                list(a.book.asks.keys)[:20]) for s, a in engine.symbols.items()}
+    return {s: (a.book.valid, a.book.seq, a.book.levels()[0][:20], a.book.levels()[1][:20])
+            for s, a in engine.symbols.items()}
 
 
 def test_engine_fed_from_jetstream_equals_one_fed_from_the_ring(nats_server, instance,

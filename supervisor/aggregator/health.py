@@ -14,6 +14,7 @@ Shape (the first four keys are what existing monitors already parse; the rest is
                               "analyzer": {"error": "systemd unavailable ..."}},
                     "collector": {"ready": true, "books_synced": 4, ...},
                     "analyzer": {"lag": 0, ...} | {"error": "..."} | null,
+                    "nats_bridge": {"state": "connected", ...} | null,
                     "memory": {"rss_mb": 48.2, "soft_mb": 120, "hard_mb": 160}}},
      "reasons": ["binance_spot: collector: pid 4242 is not running"],
      "healthy_instances": 4, "enabled_instances": 5,
@@ -23,8 +24,10 @@ Shape (the first four keys are what existing monitors already parse; the rest is
 An enabled instance is healthy when its collector's stats block is fresh, its writer pid is
 alive, it is ready, all its books are synced, its last message is younger than the
 instance's ``stale_after`` and (under systemd) its unit is active; and, when its analyzer is
-enabled, the analyzer's block is fresh, its pid alive and its unit active. Every check that
-fails adds one human-readable reason. Disabled instances are listed, never counted.
+enabled, the analyzer's block is fresh, its pid alive and its unit active (and the same for
+the NATS bridge when ``[instances.X.nats]`` is set; a bridge cut off from NATS is a warning:
+the ring keeps the data). Every check that fails adds one human-readable reason. Disabled
+instances are listed, never counted.
 """
 
 from __future__ import annotations
@@ -184,6 +187,18 @@ def _analyzer_doc(block: BlockRead | None) -> dict[str, Any] | None:
     return out
 
 
+def _bridge_warnings(block: BlockRead | None) -> list[str]:
+    """A bridge that is up but not connected to NATS: the ring holds the data meanwhile
+    (its durable cursor), so this degrades the instance without failing it."""
+    doc = block.doc if block is not None else None
+    if not doc or doc.get("state", "connected") == "connected":
+        return []
+    error = _text(doc, "last_error")
+    return [f"nats-bridge: {_text(doc, 'state') or 'not connected'}, "
+            f"{number(doc, 'lag') or 0:.0f} records waiting in the ring"
+            + (f" (last error: {error})" if error else "")]
+
+
 def ring_doc(inst: InstanceSample) -> dict[str, Any]:
     """Write sequence and each durable reader's position, from the ring's own counters."""
     stats = inst.ring.stats
@@ -211,9 +226,11 @@ def instance_health(sample: Sample, inst: InstanceSample) -> dict[str, Any]:
         reasons += _block_reasons("collector", inst.collector, sample.fresh_after)
         reasons += _collector_reasons(inst)
         reasons += _unit_reasons(inst, "collector")
-        if inst.analyzer is not None:
-            reasons += _block_reasons("analyzer", inst.analyzer, sample.fresh_after)
-            reasons += _unit_reasons(inst, "analyzer")
+        for role in ROLES[1:]:
+            if (block := inst.block(role)) is not None:
+                reasons += _block_reasons(role, block, sample.fresh_after)
+                reasons += _unit_reasons(inst, role)
+        warnings += _bridge_warnings(inst.bridge)
     if cfg.enabled and inst.ring.stats is None:
         warnings.append(inst.ring.error)
     doc = inst.collector.doc
@@ -223,7 +240,7 @@ def instance_health(sample: Sample, inst: InstanceSample) -> dict[str, Any]:
         warnings.append(f"collector: RSS {rss / 2**20:.1f} MB above the soft limit {soft} MB "
                         f"(hard {cfg.memory_hard_mb} MB)")
     status = DISABLED if not cfg.enabled else UNHEALTHY if reasons else HEALTHY
-    roles = ROLES if inst.analyzer is not None else ROLES[:1]
+    roles = [role for role in ROLES if inst.block(role) is not None]
     return {
         "status": status,
         "cpu": round(inst.collector.cpu_percent or 0.0, 2),
@@ -234,6 +251,7 @@ def instance_health(sample: Sample, inst: InstanceSample) -> dict[str, Any]:
         "units": {role: _unit_doc(sample, inst, role) for role in roles},
         "collector": _collector_doc(inst.collector),
         "analyzer": _analyzer_doc(inst.analyzer),
+        "nats_bridge": _analyzer_doc(inst.bridge),  # same rule: its scalars and tables
         "memory": {"rss_mb": round(rss / 2**20, 2) if rss is not None else None,
                    "soft_mb": soft, "hard_mb": cfg.memory_hard_mb},
         "ring": ring_doc(inst),

@@ -10,7 +10,7 @@ Usage (the registry is always passed in; nothing touches the global ``REGISTRY``
 stats document (wrong types are skipped). Naming follows Prometheus conventions: the
 ``marketprism_`` prefix, ``_total`` counters, seconds and bytes. Every per-instance series
 carries ``instance``, ``exchange`` and ``market`` (the latter two are fixed per instance, so
-they add no cardinality and save a join); ``role`` (collector | analyzer), ``type``,
+they add no cardinality and save a join); ``role`` (collector | analyzer | nats-bridge), ``type``,
 ``reason``, ``stage``, ``check``, ``reader``, ``state``, ``plugin`` and ``symbol`` are bounded
 by the code or the config (symbols outside the config are dropped). Latency histograms arrive
 as non-cumulative bucket counts and leave as real Prometheus histograms (cumulative ``le``
@@ -32,6 +32,7 @@ from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
 
 from supervisor.aggregator.analyzer_metrics import export_analyzer
+from supervisor.aggregator.bridge_metrics import export_bridge
 from supervisor.aggregator.families import (
     BASE,
     PREFIX,
@@ -41,7 +42,7 @@ from supervisor.aggregator.families import (
 )
 from supervisor.aggregator.health import HEALTHY, instance_health, number, numbers
 from supervisor.aggregator.sources import InstanceSample, Sample
-from supervisor.aggregator.units import ACTIVE_STATES
+from supervisor.aggregator.units import ACTIVE_STATES, ROLES
 
 # Collector-document scalars: doc key -> (metric name without prefix, kind, help).
 # Kinds: "counter" gets "_total" appended; "gauge" as is.
@@ -150,7 +151,8 @@ def _instance(f: Families, sample: Sample, inst: InstanceSample) -> None:
           (*BASE, "role"), (*base, "collector"), cfg.memory_soft_mb * 2**20)
     f.add("gauge", "memory_hard_limit_bytes", "Configured hard memory limit (systemd MemoryMax=).",
           (*BASE, "role"), (*base, "collector"), cfg.memory_hard_mb * 2**20)
-    for role, block in (("collector", inst.collector), ("analyzer", inst.analyzer)):
+    for role in ROLES:
+        block = inst.block(role)
         if block is None:
             continue
         labels = (*base, role)
@@ -178,6 +180,7 @@ def _instance(f: Families, sample: Sample, inst: InstanceSample) -> None:
     _units(f, base, inst)
     _collector(f, base, inst)
     export_analyzer(f, base, inst)
+    export_bridge(f, base, inst)
     _ring(f, base, inst)
 
 

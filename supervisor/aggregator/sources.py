@@ -1,7 +1,8 @@
 """Everything the aggregator reads, gathered into one immutable :class:`Sample`.
 
 This is the aggregator's only I/O on the data side: it reads each instance's stats blocks
-(``<instance>`` from the collector, ``<instance>.analyzer`` from the analyzer), checks that
+(``<instance>`` from the collector, ``<instance>.analyzer`` from the analyzer,
+``<instance>.nats`` from the NATS bridge), checks that
 each writer pid is still the process that wrote the block, reads the ring's counters (write
 sequence, each durable reader's lag and losses; a read-only mapping that cannot disturb the
 ring) and attaches the last unit states from systemd. ``/health`` (:mod:`.health`),
@@ -52,6 +53,21 @@ class RingRead(NamedTuple):
     error: str
 
 
+def configured(inst: InstanceConfig, role: str) -> bool:
+    """Whether the configuration runs ``role`` for ``inst`` (the collector always)."""
+    if role == "analyzer":
+        return inst.analyzer.enabled
+    if role == "nats-bridge":
+        return inst.nats is not None and inst.nats.enabled
+    return True
+
+
+def block_name(role: str, instance: str) -> str:
+    """The stats block each role publishes: ``X``, ``X.analyzer``, ``X.nats``."""
+    return {"collector": instance, "analyzer": f"{instance}.analyzer",
+            "nats-bridge": f"{instance}.nats"}[role]
+
+
 class InstanceSample(NamedTuple):
     """One configured instance: its config, both blocks, its ring and its units."""
 
@@ -59,7 +75,13 @@ class InstanceSample(NamedTuple):
     collector: BlockRead
     analyzer: BlockRead | None  # None: the analyzer is disabled in the config
     ring: RingRead
-    units: dict[str, UnitState]  # by role ("collector", "analyzer"); empty without systemd
+    units: dict[str, UnitState]  # by role (collector, analyzer, nats-bridge); {} without systemd
+    bridge: BlockRead | None = None  # the NATS bridge; None: no [instances.X.nats] sink
+
+    def block(self, role: str) -> BlockRead | None:
+        """The stats block of ``role`` (None: that role is not configured)."""
+        return self.collector if role == "collector" else \
+            self.analyzer if role == "analyzer" else self.bridge
 
 
 class Sample(NamedTuple):
@@ -163,13 +185,10 @@ class Sampler:
         self.read_errors: dict[tuple[str, str], int] = {}
 
     def unit_names(self) -> list[str]:
-        """Every unit whose state we want: collector@X and (if enabled) analyzer@X."""
-        names = []
-        for inst in self.instances.values():
-            names.append(unit_name("collector", inst.name))
-            if inst.analyzer.enabled:
-                names.append(unit_name("analyzer", inst.name))
-        return names
+        """Every unit whose state we want: collector@X, analyzer@X and nats-bridge@X (the
+        last two when configured)."""
+        return [unit_name(role, inst.name) for inst in self.instances.values()
+                for role in ROLES if configured(inst, role)]
 
     def set_systemd(self, view: SystemdView) -> None:
         self.systemd = view
@@ -186,10 +205,10 @@ class Sampler:
         for name, inst in self.instances.items():
             blocks: dict[str, BlockRead | None] = {}
             for role in ROLES:
-                if role == "analyzer" and not inst.analyzer.enabled:
+                if not configured(inst, role):
                     blocks[role] = None
                     continue
-                block = read(name if role == "collector" else f"{name}.analyzer", now_ns)
+                block = read(block_name(role, name), now_ns)
                 if refresh:
                     self._account(name, role, block, mono)
                 cpu = self._cpu_percent.get((name, role)) if block.ok else None
@@ -199,7 +218,7 @@ class Sampler:
             collector = blocks["collector"]
             assert collector is not None
             out[name] = InstanceSample(inst, collector, blocks["analyzer"],
-                                       self.ring_reader(inst.ring), units)
+                                       self.ring_reader(inst.ring), units, blocks["nats-bridge"])
         return Sample(now_ns / 1e9, self.started, self.mode, self.systemd,
                       fresh_limit(self.interval), out, dict(self.read_errors))
 

@@ -35,7 +35,7 @@ from typing import NamedTuple
 PROPERTIES = ("Id", "LoadState", "ActiveState", "SubState", "Result", "NRestarts", "MainPID",
               "ActiveEnterTimestamp", "ActiveEnterTimestampMonotonic", "UnitFileState")
 UNAVAILABLE = "systemd unavailable"
-ROLES = ("collector", "analyzer")
+ROLES = ("collector", "analyzer", "nats-bridge")
 # ActiveState values systemd defines (a bounded label set for metrics).
 ACTIVE_STATES = ("active", "reloading", "inactive", "failed", "activating", "deactivating",
                  "maintenance")
