@@ -156,8 +156,9 @@ static int mp_levels_put(mp_levels_book_t *book, int bid, double price, double s
     return 0;
 }
 
-int32_t mp_levels_apply(mp_levels_book_t *book, const int64_t *vals, int32_t n_bids,
-                        int32_t n_asks, int32_t price_exp, int32_t size_exp, int32_t load)
+/* Checks the counts and, for a snapshot, empties the book. Returns 0 or an error. */
+static int32_t mp_levels_begin(mp_levels_book_t *book, int32_t n_bids, int32_t n_asks,
+                               int32_t load)
 {
     if (n_bids < 0 || n_asks < 0)
     {
@@ -167,10 +168,15 @@ int32_t mp_levels_apply(mp_levels_book_t *book, const int64_t *vals, int32_t n_b
     {
         mp_levels_clear(book);
     }
+    return 0;
+}
+
+int32_t mp_levels_apply(mp_levels_book_t *book, const int64_t *vals, int32_t n_bids,
+                        int32_t n_asks, int32_t price_exp, int32_t size_exp, int32_t load)
+{
+    int error = mp_levels_begin(book, n_bids, n_asks, load);
     int32_t bad = 0;
-    int error = 0;
-    int32_t n = n_bids + n_asks;
-    for (int32_t i = 0; i < n && !error; i++)
+    for (int32_t i = 0; i < n_bids + n_asks && !error; i++)
     {
         bad += mp_levels_put(book, i < n_bids, mp_levels_value(vals[2 * i], price_exp),
                              mp_levels_value(vals[2 * i + 1], size_exp), load, &error);
@@ -181,18 +187,9 @@ int32_t mp_levels_apply(mp_levels_book_t *book, const int64_t *vals, int32_t n_b
 int32_t mp_levels_apply_f(mp_levels_book_t *book, const double *vals, int32_t n_bids,
                           int32_t n_asks, int32_t load)
 {
-    if (n_bids < 0 || n_asks < 0)
-    {
-        return MP_LEVELS_EINVAL;
-    }
-    if (load)
-    {
-        mp_levels_clear(book);
-    }
+    int error = mp_levels_begin(book, n_bids, n_asks, load);
     int32_t bad = 0;
-    int error = 0;
-    int32_t n = n_bids + n_asks;
-    for (int32_t i = 0; i < n && !error; i++)
+    for (int32_t i = 0; i < n_bids + n_asks && !error; i++)
     {
         bad += mp_levels_put(book, i < n_bids, vals[2 * i], vals[2 * i + 1], load, &error);
     }

@@ -220,3 +220,10 @@ def test_levels_come_from_any_int64_buffer():
     assert book.seq == 8 and book.valid
     book.invalidate()
     assert not book.valid and book.level_count() == 0 and book.cross_state() == NORMAL
+
+
+def test_level_counts_that_do_not_add_up_are_a_clear_error():
+    book = BookState()
+    with pytest.raises(ValueError, match="bad book record"):
+        book.apply_record([105, 2], 2, 0, 0, 1)  # says 2 bids, carries 1 level
+    assert book.level_count() == 0
