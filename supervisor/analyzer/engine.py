@@ -165,9 +165,9 @@ class Engine:
                         # the common case, inline: apply, then the checks on the new top
                         bad = apply(book.c, base + ((off + rec.levels_at) >> 3), rec.n_bids,
                                     rec.n_asks, rec.price_exp, rec.size_exp, 0)
-                        book.seq = rec.seq
-                        if bad:
+                        if bad:  # < 0: a bad record raises here; the chain breaks next
                             a.q.sizes(checked(bad), False)
+                        book.seq = rec.seq
                         after(a, ts)
                     else:
                         self._book_record(a, kind, rec, ts)
