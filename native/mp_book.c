@@ -287,9 +287,11 @@ static int mp_book_parse_size(const char *p, size_t n, int *zero)
 
 /* ----- JSON of the level lists ---------------------------------------------------------------- */
 
+/* Skip JSON whitespace (our own compact input has none: one compare in the common case). */
 static inline size_t mp_book_ws(const char *t, size_t len, size_t pos)
 {
-    while (pos < len && (t[pos] == ' ' || t[pos] == '\n' || t[pos] == '\t' || t[pos] == '\r'))
+    while (pos < len && (unsigned char)t[pos] <= ' '
+           && (t[pos] == ' ' || t[pos] == '\n' || t[pos] == '\t' || t[pos] == '\r'))
     {
         pos++;
     }
@@ -322,64 +324,61 @@ static int mp_book_scratch_push(mp_book_t *book, uint32_t count)
  * general path decides, from the same position). */
 static inline int mp_book_quoted_price(const char *t, size_t len, size_t *pos, mp_key_t *key)
 {
-    size_t i = *pos + 1, digits = 0, decimals = 0;
-    int dot = 0;
+    const char *p = t + *pos + 1, *end = t + len, *q = p, *dot = NULL;
     uint64_t m = 0;
-    for (; i < len; i++)
+    for (; q < end; q++)
     {
-        unsigned d = (unsigned)(unsigned char)t[i] - '0';
+        unsigned d = (unsigned)(unsigned char)*q - '0';
         if (d < 10)
         {
             m = m * 10 + d; /* wraps past 19 digits: then rejected below */
-            digits++;
-            decimals += dot;
         }
-        else if (t[i] == '.' && !dot)
+        else if (*q == '.' && dot == NULL)
         {
-            dot = 1;
+            dot = q;
         }
         else
         {
             break;
         }
     }
-    if (i >= len || t[i] != '"' || digits == 0 || digits > 18)
+    size_t digits = (size_t)(q - p) - (dot != NULL), decimals = dot ? (size_t)(q - dot - 1) : 0;
+    if (q >= end || *q != '"' || digits == 0 || digits > 18)
     {
         return 0;
     }
     *key = (mp_key_t)m * MP_BOOK_POW10[18 - decimals];
-    *pos = i + 1;
+    *pos = (size_t)(q - t) + 1;
     return 1;
 }
 
 /* Fast path: a quoted plain size "digits[.digits]"; sets *zero. As mp_book_quoted_price. */
 static inline int mp_book_quoted_size(const char *t, size_t len, size_t *pos, int *zero)
 {
-    size_t i = *pos + 1, digits = 0;
-    int dot = 0, nonzero = 0;
-    for (; i < len; i++)
+    const char *p = t + *pos + 1, *end = t + len, *q = p, *dot = NULL;
+    unsigned nonzero = 0;
+    for (; q < end; q++)
     {
-        char c = t[i];
-        if (c >= '0' && c <= '9')
+        unsigned d = (unsigned)(unsigned char)*q - '0';
+        if (d < 10)
         {
-            nonzero |= c != '0';
-            digits++;
+            nonzero |= d;
         }
-        else if (c == '.' && !dot)
+        else if (*q == '.' && dot == NULL)
         {
-            dot = 1;
+            dot = q;
         }
         else
         {
             break;
         }
     }
-    if (i >= len || t[i] != '"' || digits == 0)
+    if (q >= end || *q != '"' || (size_t)(q - p) == (dot != NULL))
     {
-        return 0;
+        return 0; /* not closed by a quote, or no digit */
     }
     *zero = !nonzero;
-    *pos = i + 1;
+    *pos = (size_t)(q - t) + 1;
     return 1;
 }
 
@@ -503,8 +502,165 @@ static int mp_book_parse_level(mp_book_t *book, const char *t, size_t len, size_
     return 0;
 }
 
-/* Parse [[bids...],[asks...]] into book->scratch; returns the level count or an error. */
+#define MP_BOOK_NOT_COMPACT (-100)
+
+/* A quoted plain decimal "digits[.digits]" starting at *pp (past the opening quote): the
+ * digits' value (mod 2^64), their count and decimals; *pp ends on the closing quote. */
+static inline int mp_book_compact_number(const char **pp, const char *end, uint64_t *m_out,
+                                         size_t *digits, size_t *decimals)
+{
+    const char *p = *pp, *q = p, *dot = NULL;
+    uint64_t m = 0;
+    for (;; q++)
+    {
+        if (q >= end)
+        {
+            return 0;
+        }
+        unsigned d = (unsigned)(unsigned char)*q - '0';
+        if (d < 10)
+        {
+            m = m * 10 + d;
+        }
+        else if (*q == '.' && dot == NULL)
+        {
+            dot = q;
+        }
+        else
+        {
+            break;
+        }
+    }
+    *digits = (size_t)(q - p) - (dot != NULL);
+    *decimals = dot ? (size_t)(q - dot - 1) : 0;
+    *m_out = m;
+    *pp = q;
+    return *q == '"' && *digits > 0;
+}
+
+/*
+ * The fast path for what venues send and orjson writes: no whitespace, every level
+ * ["price","size"(,"extra")*] with plain quoted decimals (price <= 18 digits), extras
+ * without escapes. Returns the level count, an error (scratch growth), or
+ * MP_BOOK_NOT_COMPACT for anything else, which mp_book_parse_general then reads (and
+ * judges) from the start.
+ */
+static int64_t mp_book_parse_compact(mp_book_t *book, const char *t, size_t len)
+{
+    const char *p = t, *end = t + len;
+    uint32_t count = 0;
+    int rc;
+
+    if (len > UINT32_MAX || p >= end || *p++ != '[')
+    {
+        return MP_BOOK_NOT_COMPACT;
+    }
+    for (int side = 0; side < 2; side++)
+    {
+        if ((side && (p >= end || *p++ != ',')) || p >= end || *p++ != '[')
+        {
+            return MP_BOOK_NOT_COMPACT;
+        }
+        if (p < end && *p == ']')
+        {
+            p++;
+            continue;
+        }
+        for (;;)
+        {
+            const char *start = p;
+            uint64_t m;
+            size_t digits, decimals;
+            int zero;
+            if (end - p < 7 || p[0] != '[' || p[1] != '"')
+            {
+                return MP_BOOK_NOT_COMPACT;
+            }
+            p += 2;
+            if (!mp_book_compact_number(&p, end, &m, &digits, &decimals) || digits > 18)
+            {
+                return MP_BOOK_NOT_COMPACT;
+            }
+            mp_key_t key = (mp_key_t)m * MP_BOOK_POW10[18 - decimals];
+            if (end - p < 3 || p[1] != ',' || p[2] != '"')
+            {
+                return MP_BOOK_NOT_COMPACT;
+            }
+            p += 3;
+            if (!mp_book_compact_number(&p, end, &m, &digits, &decimals))
+            {
+                return MP_BOOK_NOT_COMPACT;
+            }
+            zero = m == 0 && digits <= 19; /* more digits wrap m: the general path judges */
+            if (digits > 19)
+            {
+                return MP_BOOK_NOT_COMPACT;
+            }
+            p++;
+            while (p < end && *p == ',') /* extra fields: plain strings */
+            {
+                if (++p >= end || *p++ != '"')
+                {
+                    return MP_BOOK_NOT_COMPACT;
+                }
+                while (p < end && *p != '"' && *p != '\\')
+                {
+                    p++;
+                }
+                if (p >= end || *p++ != '"')
+                {
+                    return MP_BOOK_NOT_COMPACT;
+                }
+            }
+            if (p >= end || *p++ != ']')
+            {
+                return MP_BOOK_NOT_COMPACT;
+            }
+            if ((rc = mp_book_scratch_push(book, count)) != 0)
+            {
+                return rc;
+            }
+            mp_book_parsed_t *lv = &book->scratch[count];
+            lv->key = side == MP_BOOK_ASKS ? -key : key;
+            lv->off = (uint32_t)(start - t);
+            lv->len = (uint32_t)(p - start);
+            lv->idx = count;
+            lv->side = (uint8_t)side;
+            lv->zero = (uint8_t)zero;
+            count++;
+            if (p < end && *p == ',')
+            {
+                p++;
+                continue;
+            }
+            if (p < end && *p == ']')
+            {
+                p++;
+                break;
+            }
+            return MP_BOOK_NOT_COMPACT;
+        }
+    }
+    if (p + 1 != end || *p != ']')
+    {
+        return MP_BOOK_NOT_COMPACT;
+    }
+    return count;
+}
+
+static int64_t mp_book_parse_general(mp_book_t *book, const char *t, size_t len);
+
+/* Parse [[bids...],[asks...]] into book->scratch; returns the level count or an error.
+ * Ask keys are negated, so both sides ascend to their best level. */
 static int64_t mp_book_parse(mp_book_t *book, const char *t, size_t len)
+{
+    book->err_off = -1;
+    int64_t count = mp_book_parse_compact(book, t, len);
+    return count == MP_BOOK_NOT_COMPACT ? mp_book_parse_general(book, t, len) : count;
+}
+
+/* Any JSON layout of the level lists (whitespace, numbers, every error told apart). */
+static int64_t mp_book_parse_general(mp_book_t *book, const char *t, size_t len)
 {
     size_t pos = mp_book_ws(t, len, 0);
     uint32_t count = 0;

@@ -29,6 +29,10 @@ from supervisor.exchanges.binance_sync import (
     DepthSync,
 )
 
+# BookDelta(...) without NamedTuple's Python-level __new__ (one frame less per delta, the
+# hot path); the field count is checked by test_binance_feed's delta tests.
+_new_event = tuple.__new__
+
 
 def _ns(ms: Any) -> int:
     """Venue milliseconds -> ns; anything but an int is malformed (``"1" * 10**6`` is not)."""
@@ -89,7 +93,7 @@ class BinanceBooks(Feed):
                 raise TypeError(f"E is {type(ts).__name__}, not int")
             status = sync.on_event(d["U"], last, d["pu"] if self.has_pu else 0, bids, asks, ts)
         except Exception:
-            # The event is lost (and may be half applied): that book cannot be trusted.
+            # The event is lost: that book cannot be trusted.
             sync.reset()
             self.resync(book.symbol, GAP_SEQUENCE, "malformed depth event", ts_recv, ts_mono)
             raise
@@ -97,8 +101,8 @@ class BinanceBooks(Feed):
             # Feed.emit inlined (the hot path: one call and a type-name lookup saved).
             events = self.stats.events
             events["BookDelta"] = events.get("BookDelta", 0) + 1
-            self.sink(BookDelta(book.symbol, last, ts * 1_000_000, ts_recv, ts_mono, prev, bids,
-                                asks))
+            self.sink(_new_event(BookDelta, (book.symbol, last, ts * 1_000_000, ts_recv,
+                                             ts_mono, prev, bids, asks)))
         elif status != STALE:
             self._depth_status(sync, status, d, prev, ts_recv, ts_mono)
         else:

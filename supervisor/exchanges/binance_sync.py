@@ -171,14 +171,6 @@ class DepthSync:
         buf.append((first, last, prev, bids, asks, ts))
         return BUFFERED
 
-    def _apply(self, book: OrderBook, bids: Sequence[Any], asks: Sequence[Any],
-               last: int) -> int:
-        """Apply a live event, then refuse a crossed result (one kernel call does both)."""
-        if book.apply(bids, asks, last):
-            self._break(None)
-            return CROSSED
-        return APPLIED
-
     def _break(self, kept: BufferedEvent | None) -> None:
         """The live book broke: wait for a snapshot, keeping the event that showed it."""
         self.state = WAITING
@@ -204,7 +196,10 @@ class BinanceSpotSync(DepthSync):
         if first > seq + 1:
             self._break((first, last, prev, bids, asks, ts))
             return GAP
-        return self._apply(book, bids, asks, last)
+        if book.apply(bids, asks, last):  # True: left crossed, a state never to publish
+            self._break(None)
+            return CROSSED
+        return APPLIED
 
     def _drop_before(self, last_update_id: int) -> list[BufferedEvent]:
         return [ev for ev in self.buffer if ev[1] > last_update_id]
@@ -249,7 +244,10 @@ class BinanceFuturesSync(DepthSync):
         elif prev != book.seq:
             self._break((first, last, prev, bids, asks, ts))
             return GAP
-        return self._apply(book, bids, asks, last)
+        if book.apply(bids, asks, last):  # True: left crossed, a state never to publish
+            self._break(None)
+            return CROSSED
+        return APPLIED
 
     def _drop_before(self, last_update_id: int) -> list[BufferedEvent]:
         return [ev for ev in self.buffer if ev[1] >= last_update_id]
