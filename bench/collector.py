@@ -514,19 +514,28 @@ def profile_summary(path: Path, top: int = 12) -> list[tuple[str, float, float]]
 
 
 SUBSCRIBER = """
-import sys, zmq
+import os, sys, zmq
 sock = zmq.Context().socket(zmq.SUB)
 sock.setsockopt(zmq.RCVHWM, 1_000_000)
 sock.setsockopt(zmq.SUBSCRIBE, b"")
 sock.connect(sys.argv[1])
+poller = zmq.Poller()
+poller.register(sock, zmq.POLLIN)
+poller.register(sys.stdin, zmq.POLLIN)
 print("subscribed", flush=True)
 n = 0
-try:
+while True:
+    ready = dict(poller.poll())
+    if sys.stdin.fileno() in ready:  # the bench closed our stdin: done
+        break
     while True:
-        sock.recv_multipart()
+        try:
+            sock.recv_multipart(zmq.NOBLOCK)
+        except zmq.Again:
+            break
         n += 1
-except KeyboardInterrupt:
-    print(n, flush=True)
+print(n, flush=True)
+os._exit(0)
 """
 
 
@@ -536,7 +545,7 @@ def zmq_subscriber(table: str, cpu: int | None) -> subprocess.Popen:
     endpoint = table.split('zmq_pub = "', 1)[1].split('"', 1)[0]
     cmd = [PY, "-c", SUBSCRIBER, endpoint]
     proc = subprocess.Popen(cmd if cpu is None else ["taskset", "-c", str(cpu), *cmd],
-                            stdout=subprocess.PIPE, text=True)
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     assert proc.stdout is not None
     proc.stdout.readline()
     return proc
@@ -586,9 +595,12 @@ def run_cell(venue: str, rate: float, args: argparse.Namespace, tmp: Path,
         rx.stop()
         received = 0
         if sub is not None:
-            sub.send_signal(signal.SIGINT)
-            out, _ = sub.communicate(timeout=15)
-            received = int(out.split()[-1]) if out.split() else 0
+            try:
+                out, _ = sub.communicate(timeout=15)  # closes its stdin: it stops
+                received = int(out.split()[-1]) if out.split() else 0
+            except subprocess.TimeoutExpired:
+                sub.kill()
+                sub.wait()
         cleanup(name)
         stamps_path.unlink(missing_ok=True)
     if ring["first"] != first:
