@@ -12,6 +12,11 @@ from hypothesis import strategies as st
 from supervisor.book import OrderBook
 
 
+def dec(value: str | float) -> Decimal:
+    """A level field's decimal value as its JSON text says (a float: its shortest repr)."""
+    return Decimal(str(value))
+
+
 class Model:
     """The reference: Decimal price -> the last level written there; sorted on demand."""
 
@@ -19,16 +24,16 @@ class Model:
         self.sides: tuple[dict, dict] = ({}, {})
 
     def load(self, bids: list, asks: list) -> None:
-        self.sides = tuple({Decimal(lv[0]): lv for lv in side if Decimal(lv[1]) != 0}
+        self.sides = tuple({dec(lv[0]): lv for lv in side if dec(lv[1]) != 0}
                            for side in (bids, asks))
 
     def apply(self, bids: list, asks: list) -> None:
         for book, levels in zip(self.sides, (bids, asks), strict=True):
             for lv in levels:
-                if Decimal(lv[1]) == 0:
-                    book.pop(Decimal(lv[0]), None)
+                if dec(lv[1]) == 0:
+                    book.pop(dec(lv[0]), None)
                 else:
-                    book[Decimal(lv[0])] = lv
+                    book[dec(lv[0])] = lv
 
     def levels(self) -> tuple[list, list]:
         bids, asks = self.sides
@@ -39,14 +44,20 @@ class Model:
         return bool(bids) and bool(asks) and max(bids) >= min(asks)
 
 
-def price_text(ticks: int, decimals: int, pad: int) -> str:
-    """ticks * 0.01 written with ``decimals`` (>= 2) decimals plus ``pad`` trailing zeros."""
-    text = f"{Decimal(ticks).scaleb(-2):.{decimals}f}" + "0" * pad
-    return text if "." in text or not pad else text + ".0"
+def price_text(ticks: int, decimals: int, pad: int) -> str | float:
+    """ticks * 0.01 written with ``decimals`` (>= 2) decimals plus ``pad`` trailing zeros;
+    decimals 5 and 6 write it with an exponent and as a JSON number (the kernel's general
+    parser rather than its compact fast path)."""
+    if decimals == 5:
+        return f"{ticks}{'0' * pad}e-{2 + pad}"
+    if decimals == 6:
+        return ticks / 100
+    return f"{Decimal(ticks).scaleb(-2):.{decimals}f}" + "0" * pad
 
 
-levels = st.lists(st.tuples(st.integers(1, 400), st.integers(2, 4), st.integers(0, 2),
-                            st.sampled_from(["0", "0.000", "1", "2.5", "10", "0.001"])),
+sizes = st.sampled_from(["0", "0.000", "1", "2.5", "10", "0.001", "0e5", "00000000000000000000",
+                         "0.00000000000000000001"])
+levels = st.lists(st.tuples(st.integers(1, 400), st.integers(2, 6), st.integers(0, 2), sizes),
                   max_size=12).map(lambda raw: [[price_text(t, d, p), s] for t, d, p, s in raw])
 actions = st.lists(st.tuples(st.sampled_from(["apply", "apply", "apply", "load"]), levels,
                              levels), min_size=1, max_size=25)
@@ -89,6 +100,24 @@ def test_decimal_ordering_is_exact():
     assert [lv[0] for lv in book.bids.top(9)] == ["12345678901234567890.5", "100.5", "1e2",
                                                   "99.99"]
     assert [lv[0] for lv in book.asks.top(9)] == ["0.000000000000000001", "1E-17"]
+    book.load([["1234567890123456789", "1"], ["123456789012345678.9", "1"]], [], 6)  # 19 digits
+    assert [lv[0] for lv in book.bids.top(9)] == ["1234567890123456789", "123456789012345678.9"]
+
+
+def test_any_json_layout_reads_like_the_compact_one():
+    from supervisor._kernels import lib
+
+    compact, spaced = OrderBook("X"), OrderBook("X")
+    text = b'[[["1.5","2","x"],["1.4","0"]],[["2","1"]]]'
+    assert lib.mp_book_apply(compact._c, text, len(text)) == 0
+    text = b' [ [ [ "1.5" , "2" , "x" ] ,\n[ "1.4", "0" ] ] ,\t[ [ "2" , "1" ] ] ] '
+    assert lib.mp_book_apply(spaced._c, text, len(text)) == 0
+    assert spaced.snapshot_levels() == compact.snapshot_levels() == ([["1.5", "2", "x"]],
+                                                                     [["2", "1"]])
+    for bad in (b'[[["1","1"]]]', b'[[],[],[]]', b'[[],[]]x', b'[[["1","1"],],[]]', b'[[[',
+                b'', b'[[["1","1"]] [], ]'):
+        assert lib.mp_book_apply(spaced._c, bad, len(bad)) == lib.MP_BOOK_ESHAPE, bad
+    assert spaced.snapshot_levels() == compact.snapshot_levels()
 
 
 def test_venue_text_and_extra_fields_are_kept():
