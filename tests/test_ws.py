@@ -70,7 +70,8 @@ class RawServer:
     """A WebSocket server whose every byte after the upgrade is the test's."""
 
     def __init__(self, upgrade: bool = True, status: int = 101,
-                 ssl_ctx: ssl.SSLContext | None = None) -> None:
+                 ssl_ctx: ssl.SSLContext | None = None, first: bytes = b"") -> None:
+        self.first = first  # frames written with the upgrade answer, in one write
         self.upgrade = upgrade
         self.status = status
         self.ssl_ctx = ssl_ctx
@@ -105,7 +106,8 @@ class RawServer:
                    if line.lower().startswith(b"sec-websocket-key:"))
         accept = base64.b64encode(hashlib.sha1(key + GUID).digest())
         writer.write(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
-                     b"Connection: Upgrade\r\nSec-WebSocket-Accept: " + accept + b"\r\n\r\n")
+                     b"Connection: Upgrade\r\nSec-WebSocket-Accept: " + accept + b"\r\n\r\n"
+                     + self.first)
         await self.peers.put(Peer(reader, writer))
 
     async def peer(self) -> Peer:
@@ -214,6 +216,19 @@ def test_peer_close_code_is_echoed_and_reported(backend):
                 await ws.send_str("too late")
             if session is not None:
                 await session.close()
+    run(main())
+
+
+def test_frames_and_a_close_in_the_upgrade_packet():
+    async def main():
+        early = frame(1, b'{"early":1}') + frame(8, struct.pack("!H", 1001))
+        async with RawServer(first=early) as srv:
+            frames = Frames()
+            ws, _ = await open_client(srv, "picows", frames)
+            peer = await srv.peer()
+            assert await peer.recv() == (8, struct.pack("!H", 1001))  # answered
+            await asyncio.wait_for(ws.wait_closed(), 5)
+            assert frames.got == [b'{"early":1}'] and ws.close_code == 1001
     run(main())
 
 

@@ -110,6 +110,10 @@ if picows is not None:
             self.time_ns = time.time_ns
             self.mono_ns = time.monotonic_ns
 
+        def on_ws_connected(self, transport: Any) -> None:
+            # before any frame: frames in the upgrade answer's packet may need to reply
+            self.ws.transport = transport
+
         def on_ws_frame(self, transport: Any, frame: Any) -> None:
             mtype = frame.msg_type
             if (mtype is _TEXT or mtype is _BINARY) and frame.fin and self.parts is None:
