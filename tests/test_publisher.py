@@ -6,6 +6,7 @@ documents, and nothing is serialized while nobody is subscribed.
 
 from __future__ import annotations
 
+import asyncio
 import time
 
 import pytest
@@ -103,7 +104,6 @@ def test_plain_pub_publishes_every_event_with_its_ring_seq(ctx):
 
 
 def test_xpub_serializes_nothing_until_someone_subscribes(ctx, monkeypatch):
-    monkeypatch.setattr(publisher_mod, "SUBSCRIPTION_CHECK_NS", 0)  # look on every event
     pub = ctx.socket(zmq.XPUB)
     pub.bind("inproc://gated")
     built = []
@@ -144,21 +144,30 @@ def test_xpub_serializes_nothing_until_someone_subscribes(ctx, monkeypatch):
     pub.close(0)
 
 
-def test_xpub_notices_a_subscriber_from_the_hot_path_while_events_flow(ctx, monkeypatch):
-    monkeypatch.setattr(publisher_mod, "SUBSCRIPTION_CHECK_NS", 1_000_000)  # 1 ms
+def test_xpub_subscriber_is_noticed_by_the_event_loop_without_polling(ctx):
+    """attach(): the socket's descriptor wakes the loop; the hot path never polls."""
     pub = ctx.socket(zmq.XPUB)
-    pub.bind("inproc://hot")
+    pub.bind("inproc://loop")
     p = Publisher("binance_spot", None, pub)
-    sub = ctx.socket(zmq.SUB)
-    sub.setsockopt(zmq.SUBSCRIBE, b"binance_spot/")
-    sub.connect("inproc://hot")
-    deadline = time.monotonic() + 5
-    while p.zmq_sent == 0 and time.monotonic() < deadline:  # no poll_subscriptions() here
+
+    async def main() -> None:
+        p.attach(asyncio.get_running_loop())
         p(EVENTS[1])
-        time.sleep(0.001)
-    assert p.zmq_sent >= 1
-    assert recv_all(sub, 1)[0][0] == b"binance_spot/book_delta/BTC-USDT"
-    sub.close(0)
+        assert p.zmq_unsubscribed == 1
+        sub = ctx.socket(zmq.SUB)
+        sub.setsockopt(zmq.SUBSCRIBE, b"binance_spot/")
+        sub.connect("inproc://loop")
+        deadline = time.monotonic() + 5
+        while not p.subscriptions and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)  # only the loop's reader callback can notice it
+        assert p.subscriptions == {b"binance_spot/"}
+        p(EVENTS[1])
+        assert p.zmq_sent == 1
+        assert recv_all(sub, 1)[0][0] == b"binance_spot/book_delta/BTC-USDT"
+        sub.close(0)
+        p.detach()
+
+    asyncio.run(main())
     pub.close(0)
 
 

@@ -234,6 +234,7 @@ class Collector:
         self.log.info("starting: %s %s symbols=%s ring=%s zmq_pub=%s", self.inst.exchange,
                       self.inst.market, ",".join(self.inst.symbols), self.inst.ring,
                       self.inst.zmq_pub or "-")
+        self.publisher.attach(loop)
         tasks = [asyncio.ensure_future(self.feed.run()), asyncio.ensure_future(self.supervise()),
                  asyncio.ensure_future(self.loop_lag.run())]
         if self.router is not None:
@@ -247,6 +248,7 @@ class Collector:
         for t in [stopper, *tasks]:
             t.cancel()
         await asyncio.gather(stopper, *tasks, return_exceptions=True)
+        self.publisher.detach()
         self.close()
         for t in failed:
             exc = t.exception() if not t.cancelled() else None

@@ -13,13 +13,16 @@ This is the per-event hot path (tens of thousands of calls a second on one core)
 - on an ``XPUB`` socket (what the collector binds) the publisher tracks the subscriptions
   it is told about and builds no document at all while nobody is subscribed: a PUB socket
   without subscribers drops every message anyway, and most deployments read the ring, not
-  ZeroMQ. A new subscription is noticed within :data:`SUBSCRIPTION_CHECK_NS` while events
-  flow (and by :meth:`Publisher.poll_subscriptions`, which the collector also calls once
-  a second): ZeroMQ subscribers never see the first messages after they connect anyway.
+  ZeroMQ. The hot path makes no ZeroMQ call while gated: a new subscription wakes the
+  event loop through the socket's file descriptor (:meth:`Publisher.attach`), and the
+  collector also calls :meth:`Publisher.poll_subscriptions` once a second (which is how a
+  last unsubscribe is noticed while documents flow). ZeroMQ subscribers never see the first
+  messages after they connect anyway.
 """
 
 from __future__ import annotations
 
+import asyncio
 import time
 from bisect import bisect_left
 from collections.abc import Callable
@@ -31,9 +34,6 @@ import zmq.backend
 from supervisor import codec, jsonlib
 from supervisor.events import Event
 from supervisor.histogram import Histogram
-
-# While nobody is subscribed, look for a new subscription this often (ns) as events flow.
-SUBSCRIPTION_CHECK_NS = 20_000_000
 
 Builder = Callable[[Event, int], bytes]
 
@@ -89,12 +89,31 @@ class Publisher:
         self._mono_ns = time.monotonic_ns
         self._gated = pub is not None and pub.getsockopt(zmq.TYPE) == zmq.XPUB
         self._active = pub is not None and not self._gated  # publish documents now?
-        self._next_check = 0
+        self._loop: asyncio.AbstractEventLoop | None = None
         if pub is not None:
             send = zmq.backend.Socket.send  # the compiled send, without pyzmq's Python layer
             self._send = lambda data, flags: send(pub, data, flags)
         if self._gated:
             self.poll_subscriptions()
+
+    def attach(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Read (un)subscriptions when the XPUB's descriptor signals (no-op for a PUB).
+
+        While gated nothing else touches the socket, so its edge-triggered descriptor cannot
+        be drained behind our back; once documents flow, sends may consume the signal and
+        the once-a-second :meth:`poll_subscriptions` takes over.
+        """
+        if self._gated and self._loop is None:
+            assert self.pub is not None
+            self._loop = loop
+            loop.add_reader(self.pub.getsockopt(zmq.FD), self.poll_subscriptions)
+            self.poll_subscriptions()
+
+    def detach(self) -> None:
+        """Stop watching the descriptor (before the socket closes)."""
+        if self._loop is not None and self.pub is not None:
+            self._loop.remove_reader(self.pub.getsockopt(zmq.FD))
+            self._loop = None
 
     def poll_subscriptions(self) -> bool:
         """Read the XPUB's (un)subscription messages; True when someone is subscribed.
@@ -129,23 +148,16 @@ class Publisher:
             self.ring_seq = ring.write(payload, kind)
             self.ring_records += 1
             self.ring_bytes += len(payload)
-            now = self._mono_ns()
             # Histogram.observe, inlined: one call less per event
             hist = self.recv_to_ring
-            value = now - event.ts_recv_mono
+            value = self._mono_ns() - event.ts_recv_mono
             hist.counts[bisect_left(hist.bounds, value)] += 1
             hist.sum += value
             hist.count += 1
-        else:
-            now = self._mono_ns()
         if not self._active:
-            if self.pub is None:
-                return
-            if now < self._next_check or not self.poll_subscriptions():
-                if now >= self._next_check:
-                    self._next_check = now + SUBSCRIPTION_CHECK_NS
+            if self.pub is not None:
                 self.zmq_unsubscribed += 1
-                return
+            return
         etype = type(event)
         key = (etype, event.symbol)
         topic = self._topics.get(key)
