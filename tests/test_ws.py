@@ -26,6 +26,7 @@ from supervisor.exchanges import ws as ws_mod
 
 GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 BACKENDS = ["picows", "aiohttp"] if ws_mod.picows is not None else ["aiohttp"]
+needs_picows = pytest.mark.skipif(ws_mod.picows is None, reason="picows not loaded")
 
 
 def frame(opcode: int, payload: bytes = b"", fin: bool = True) -> bytes:
@@ -219,6 +220,7 @@ def test_peer_close_code_is_echoed_and_reported(backend):
     run(main())
 
 
+@needs_picows
 def test_frames_and_a_close_in_the_upgrade_packet():
     async def main():
         early = frame(1, b'{"early":1}') + frame(8, struct.pack("!H", 1001))
@@ -232,6 +234,7 @@ def test_frames_and_a_close_in_the_upgrade_packet():
     run(main())
 
 
+@needs_picows
 def test_dropped_connection_is_1006():
     async def main():
         async with RawServer() as srv:
@@ -261,6 +264,7 @@ def test_close_does_not_wait_for_a_stalled_peer(backend, monkeypatch):
     run(main())
 
 
+@needs_picows
 @pytest.mark.parametrize("bad, code", [
     (frame(0, b"orphan"), 1002),  # continuation with nothing to continue
     (frame(1, b"a", fin=False) + frame(1, b"b"), 1002),  # new message inside a fragmented one
@@ -281,6 +285,7 @@ def test_protocol_errors_close_the_connection(bad, code):
     run(main())
 
 
+@needs_picows
 def test_message_larger_than_the_limit_is_refused_with_1009():
     async def main():
         async with RawServer() as srv:
@@ -315,6 +320,7 @@ def test_refused_upgrade_is_a_connection_error(backend):
     run(main())
 
 
+@needs_picows
 def test_nobody_listening_is_an_oserror():
     async def main():
         srv = RawServer()
