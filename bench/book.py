@@ -5,8 +5,9 @@ Workload: the ``depthUpdate`` frames of the recorded Binance USD-M session
 snapshots. Each side parses, validates the update-id chain, applies to its books and hands
 the result to a no-op consumer, frame by frame, as it does live:
 
-- ours: ``BinanceFuturesFeed.handle_frame`` (orjson, per-symbol sync, float-keyed book of the
-  venue's strings, a :class:`BookDelta` per applied event) in the project venv;
+- ours: ``BinanceFuturesFeed.handle_frame`` (orjson, per-symbol sync, the C book kernel keyed
+  by exact decimal price holding the venue's strings, a :class:`BookDelta` per applied event)
+  in the project venv;
 - cryptofeed 2.4.x (the last line for Python 3.11): ``BinanceFutures.message_handler`` in a
   venv of its own (``bench/out/venv-cryptofeed``, created on first use with
   ``pip install "cryptofeed<3"``), run as a subprocess by ``bench/book_cryptofeed.py``.

@@ -15,6 +15,7 @@ Not thread safe: one adapter task owns each book.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Sequence
 
 from supervisor import jsonlib
@@ -56,21 +57,27 @@ def _error(rc: int, c: object, text: bytes) -> Exception:
     return ValueError(f"{_ERRORS.get(rc, f'error {rc}')}: {where.decode('utf-8', 'replace')}")
 
 
-class _Scratch:
-    """The buffer :func:`_top` reads levels into (grown on demand; one per process)."""
+class _Scratch(threading.local):
+    """The buffer :func:`_top` reads levels into, grown on demand: one per thread, since
+    cffi runs the kernel without the GIL (books themselves are never shared)."""
 
-    cap = 1 << 16
-    buf = _ffi.new("char[]", cap)
+    def __init__(self) -> None:
+        self.cap = 1 << 16
+        self.buf = _ffi.new("char[]", self.cap)
+
+
+_scratch = _Scratch()
 
 
 def _top(c: object, side: int, n: int) -> list[Level]:
     n = max(0, min(n, _U32))
-    need = _C.mp_book_top(c, side, n, _Scratch.buf, _Scratch.cap)
-    if need > _Scratch.cap:
-        _Scratch.cap = max(need, 2 * _Scratch.cap)
-        _Scratch.buf = _ffi.new("char[]", _Scratch.cap)
-        need = _C.mp_book_top(c, side, n, _Scratch.buf, _Scratch.cap)
-    return _loads(_ffi.unpack(_Scratch.buf, need))
+    scratch = _scratch
+    need = _C.mp_book_top(c, side, n, scratch.buf, scratch.cap)
+    if need > scratch.cap:
+        scratch.cap = max(need, 2 * scratch.cap)
+        scratch.buf = _ffi.new("char[]", scratch.cap)
+        need = _C.mp_book_top(c, side, n, scratch.buf, scratch.cap)
+    return _loads(_ffi.unpack(scratch.buf, need))
 
 
 class BookSide:

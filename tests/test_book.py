@@ -224,3 +224,23 @@ def test_many_books_come_and_go():
         book = OrderBook(str(i))
         book.load([[str(i), "1", "x" * 100]], [], i)
     assert book.bids.best() == [str(i), "1", "x" * 100]
+
+
+def test_threads_reading_their_own_books_never_see_each_others_levels():
+    import threading
+
+    def reader(tag: str, bad: list) -> None:
+        book = OrderBook(tag)
+        want = [[f"{i}.5", tag] for i in range(300, 0, -1)]
+        book.load(want, [], 1)
+        for _ in range(300):
+            if book.bids.top(300) != want:
+                bad.append(tag)
+
+    bad: list = []
+    threads = [threading.Thread(target=reader, args=(str(i), bad)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert bad == []
