@@ -231,7 +231,7 @@ def test_threads_reading_their_own_books_never_see_each_others_levels():
 
     def reader(tag: str, bad: list) -> None:
         book = OrderBook(tag)
-        want = [[f"{i}.5", tag] for i in range(300, 0, -1)]
+        want = [[f"{i}.5", "1", tag] for i in range(300, 0, -1)]
         book.load(want, [], 1)
         for _ in range(300):
             if book.bids.top(300) != want:
