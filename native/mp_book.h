@@ -29,7 +29,8 @@ enum mp_book_result_enum
     MP_BOOK_ERANGE = -4,     /* a price has more than 18 decimals or 20 integer digits */
     MP_BOOK_ESIZE = -5,      /* a size is not a decimal number */
     MP_BOOK_ENOMEM = -6,     /* out of memory */
-    MP_BOOK_ETOOBIG = -7     /* a side (or one input) would pass MP_BOOK_MAX_LEVELS levels */
+    MP_BOOK_ETOOBIG = -7     /* a side plus an update's levels (or one input) would pass
+                                MP_BOOK_MAX_LEVELS */
 };
 
 #define MP_BOOK_MAX_LEVELS 4000000 /* per side */

@@ -297,8 +297,7 @@ class DeribitFeed(Feed):
                     ts = _ms(data["timestamp"])
                     bids = normalize_levels(data["bids"])
                     asks = normalize_levels(data["asks"])
-                    book.apply(bids, asks, change_id)
-                    if book.crossed():
+                    if book.apply(bids, asks, change_id):  # True: left crossed
                         self.resync(symbol, GAP_CROSSED, f"after change_id {change_id}",
                                     ts_recv, ts_mono)
                     else:
