@@ -987,9 +987,11 @@ static int mp_book_cmp_parsed(const void *x, const void *y)
 
 /* Sort parsed levels by (side, key, input order). The input lists each side in order
  * (parse fills bids then asks), and venues send snapshots best first, which is descending
- * key order here: such a run is reversed instead of sorted. */
-static void mp_book_sort_side(mp_book_parsed_t *v, uint32_t n)
+ * key order here: such a run is reversed instead of sorted. Returns the sides (bit 0 bids,
+ * bit 1 asks) whose levels were strictly best first (no repeated price either). */
+static int mp_book_sort_side(mp_book_parsed_t *v, uint32_t n)
 {
+    int best_first = 0;
     for (uint32_t start = 0; start < n;)
     {
         uint32_t end = start + 1, desc = 1, asc = 1;
@@ -1000,6 +1002,7 @@ static void mp_book_sort_side(mp_book_parsed_t *v, uint32_t n)
         }
         if (desc)
         {
+            best_first |= 1 << v[start].side;
             for (uint32_t i = start, j = end - 1; i < j; i++, j--)
             {
                 mp_book_parsed_t tmp = v[i];
@@ -1013,6 +1016,7 @@ static void mp_book_sort_side(mp_book_parsed_t *v, uint32_t n)
         }
         start = end;
     }
+    return best_first;
 }
 
 int mp_book_load(mp_book_t *book, const char *text, size_t len, int sides)
@@ -1026,16 +1030,29 @@ int mp_book_load(mp_book_t *book, const char *text, size_t len, int sides)
     int rc;
     /* Zero sizes out first (a snapshot's zero level is no removal), then sort by (key,
      * input order) so the last of a repeated price is the one kept. */
-    uint32_t kept = 0;
+    uint32_t kept = 0, given[2] = {0, 0}, kept_side[2] = {0, 0};
     for (int64_t k = 0; k < count; k++)
     {
         const mp_book_parsed_t *in = &book->scratch[k];
+        given[in->side]++;
         if (!in->zero && (sides >> in->side & 1))
         {
+            kept_side[in->side]++;
             book->scratch[kept++] = *in;
         }
     }
-    mp_book_sort_side(book->scratch, kept);
+    int as_given = mp_book_sort_side(book->scratch, kept);
+    for (int s = 0; s < 2; s++)
+    {
+        if (kept_side[s] != given[s]) /* zero sizes were dropped */
+        {
+            as_given &= ~(1 << s);
+        }
+        else if (given[s] == 0) /* empty: as given too */
+        {
+            as_given |= 1 << s;
+        }
+    }
     for (uint32_t k = 0; k < kept; k++)
     {
         const mp_book_parsed_t *in = &book->scratch[k];
@@ -1067,7 +1084,7 @@ int mp_book_load(mp_book_t *book, const char *text, size_t len, int sides)
             book->side[s] = fresh[s];
         }
     }
-    return mp_book_crossed(book);
+    return mp_book_crossed(book) | (as_given & sides) << 1;
 }
 
 int64_t mp_book_top(const mp_book_t *book, int side, uint32_t n, char *out, size_t cap)

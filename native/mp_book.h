@@ -49,8 +49,10 @@ void mp_book_clear(mp_book_t *book);
 /*
  * Replace the sides selected by `sides` (bit 0 bids, bit 1 asks) with the levels in text
  * (levels of unselected sides are ignored). Zero sizes are dropped; a price given twice
- * keeps its last level. Returns 1 if the book is then crossed (best bid >= best ask), 0 if
- * not, or a negative mp_book_result_enum value with the book unchanged.
+ * keeps its last level. Returns a negative mp_book_result_enum value with the book
+ * unchanged, or bits: 1 if the book is then crossed (best bid >= best ask); 2 (bids) and 4
+ * (asks) for a loaded side stored exactly as given (strictly best first, no zero size), so
+ * the caller may hand out its own level list rather than read the side back.
  */
 int mp_book_load(mp_book_t *book, const char *text, size_t len, int sides);
 

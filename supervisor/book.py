@@ -83,11 +83,12 @@ def _top(c: object, side: int, n: int) -> list[Level]:
 class BookSide:
     """One side of an :class:`OrderBook` (a view: the levels are in the book's kernel)."""
 
-    __slots__ = ("_c", "_side")
+    __slots__ = ("_c", "_side", "_given")
 
-    def __init__(self, c: object, side: int) -> None:
+    def __init__(self, c: object, side: int, given: list[Sequence[Level] | None]) -> None:
         self._c = c
         self._side = side
+        self._given = given  # shared with the book: see OrderBook._given
 
     def _pair(self, levels: Sequence[Level]) -> bytes:
         return _dumps((levels, ()) if self._side == _BIDS else ((), levels))
@@ -98,10 +99,16 @@ class BookSide:
         rc = _load(self._c, text, len(text), 1 << self._side)
         if rc < 0:
             raise _error(rc, self._c, text)
+        given = self._given
+        if not given:
+            given += (None, None)
+        given[self._side] = levels if rc & (2 << self._side) else None
 
     def apply(self, levels: Sequence[Level]) -> None:
         """Apply absolute-size updates; size 0 removes (removing an absent level is fine)."""
         text = self._pair(levels)
+        if self._given:
+            self._given.clear()
         rc = _apply(self._c, text, len(text))
         if rc < 0:
             raise _error(rc, self._c, text)
@@ -129,16 +136,20 @@ class OrderBook:
             ...  # never publish this state: resync
     """
 
-    __slots__ = ("symbol", "bids", "asks", "seq", "synced", "_c")
+    __slots__ = ("symbol", "bids", "asks", "seq", "synced", "_c", "_given")
 
     def __init__(self, symbol: str) -> None:
         c = _C.mp_book_new()
         if c == _ffi.NULL:
             raise MemoryError("order book: out of memory")
         self._c = _ffi.gc(c, _C.mp_book_free)
+        # [bids, asks] as last loaded, for a side the kernel stored exactly as given (best
+        # first, nothing dropped) and untouched since, else None; [] after any change. The
+        # snapshot published right after a load is then the venue's own lists, not a read-back.
+        self._given: list[Sequence[Level] | None] = []
         self.symbol = symbol
-        self.bids = BookSide(self._c, _BIDS)
-        self.asks = BookSide(self._c, _ASKS)
+        self.bids = BookSide(self._c, _BIDS, self._given)
+        self.asks = BookSide(self._c, _ASKS, self._given)
         self.seq = 0  # venue sequence of the current state
         self.synced = False  # False until a snapshot is loaded; False again after a break
 
@@ -148,9 +159,10 @@ class OrderBook:
         rc = _load(self._c, text, len(text), 3)
         if rc < 0:
             raise _error(rc, self._c, text)
+        self._given[:] = (bids if rc & 2 else None, asks if rc & 4 else None)
         self.seq = seq
         self.synced = True
-        return rc > 0
+        return bool(rc & 1)
 
     def apply(self, bids: Sequence[Level], asks: Sequence[Level], seq: int) -> bool:
         """Apply a delta (all or nothing on bad input); returns True if the result is crossed.
@@ -158,6 +170,8 @@ class OrderBook:
         One kernel call for both sides, the crossed check included (the hot path).
         """
         text = _dumps((bids, asks))
+        if self._given:
+            self._given.clear()
         rc = _apply(self._c, text, len(text))
         if rc < 0:
             raise _error(rc, self._c, text)
@@ -174,6 +188,7 @@ class OrderBook:
     def invalidate(self) -> None:
         """Forget the state (a break was detected); the adapter resyncs."""
         _C.mp_book_clear(self._c)
+        self._given.clear()
         self.synced = False
 
     def crossed(self) -> bool:
@@ -181,8 +196,14 @@ class OrderBook:
         return bool(_C.mp_book_crossed(self._c))
 
     def top(self, n: int) -> tuple[list[Level], list[Level]]:
-        return _top(self._c, _BIDS, n), _top(self._c, _ASKS, n)
+        return self._side_top(_BIDS, n), self._side_top(_ASKS, n)
 
     def snapshot_levels(self) -> tuple[Sequence[Level], Sequence[Level]]:
         """Every level, best first (for BookSnapshot events and the snapshot service)."""
-        return _top(self._c, _BIDS, _U32), _top(self._c, _ASKS, _U32)
+        return self._side_top(_BIDS, _U32), self._side_top(_ASKS, _U32)
+
+    def _side_top(self, side: int, n: int) -> list[Level]:
+        given = self._given
+        if given and given[side] is not None:
+            return list(given[side][:max(0, n)])  # as loaded: the caller's own level objects
+        return _top(self._c, side, n)

@@ -76,6 +76,8 @@ def test_random_sequences_match_the_reference_model(steps):
             ref.apply(bids, asks)
         want = ref.levels()
         assert book.snapshot_levels() == want
+        # the kernel read back (BookSide.top) equals what the book hands out after a load
+        assert (book.bids.top(100), book.asks.top(100)) == (want[0], want[1])
         assert crossed == book.crossed() == ref.crossed()
         assert (len(book.bids), len(book.asks)) == (len(want[0]), len(want[1]))
         assert book.top(3) == (want[0][:3], want[1][:3])
@@ -244,3 +246,24 @@ def test_threads_reading_their_own_books_never_see_each_others_levels():
     for t in threads:
         t.join()
     assert bad == []
+
+
+def test_a_snapshot_read_right_after_a_load_is_the_loaded_lists():
+    bids, asks = [["3", "1"], ["2", "1"]], [["4", "1"], ["5", "1"]]
+    book = OrderBook("X")
+    book.load(bids, asks, 1)
+    got = book.snapshot_levels()
+    assert got == (bids, asks) and got[0][0] is bids[0]  # no read-back of the kernel
+    got[0].clear()  # the caller's copy: the book is not affected
+    assert book.snapshot_levels() == (bids, asks) and book.top(1) == ([["3", "1"]], [["4", "1"]])
+    book.apply([["2.5", "1"]], [], 2)
+    assert book.snapshot_levels()[0] == [["3", "1"], ["2.5", "1"], ["2", "1"]]
+    book.load([["2", "1"], ["3", "1"]], [["4", "0"]], 3)  # not best first, a zero size: read back
+    assert book.snapshot_levels() == ([["3", "1"], ["2", "1"]], [])
+    book.bids.load([["9", "1"]])
+    book.asks.load([["10", "1"], ["11", "1"]])
+    assert book.snapshot_levels() == ([["9", "1"]], [["10", "1"], ["11", "1"]])
+    book.asks.apply([["10", "0"]])
+    assert book.snapshot_levels() == ([["9", "1"]], [["11", "1"]])
+    book.invalidate()
+    assert book.snapshot_levels() == ([], [])
