@@ -110,8 +110,8 @@ class Instance:
         self.path.write_text("\n".join(lines) + "\n")
         self.proc: subprocess.Popen[str] | None = None
 
-    def start(self, notify: NotifyRecorder | None = None, watchdog_usec: int = 0
-              ) -> subprocess.Popen[str]:
+    def start(self, notify: NotifyRecorder | None = None, watchdog_usec: int = 0,
+              preexec_fn: Callable[[], None] | None = None) -> subprocess.Popen[str]:
         env = dict(os.environ)
         if notify is not None:
             env["NOTIFY_SOCKET"] = notify.path
@@ -119,7 +119,7 @@ class Instance:
             env["WATCHDOG_USEC"] = str(watchdog_usec)
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "supervisor.collector.main", self.name, "--config",
-             str(self.path)], env=env, stderr=subprocess.PIPE, text=True)
+             str(self.path)], env=env, stderr=subprocess.PIPE, text=True, preexec_fn=preexec_fn)
         return self.proc
 
     def stats(self) -> dict:
@@ -185,6 +185,31 @@ def test_ready_waits_for_a_slow_snapshot_and_extends_the_timeout(make_instance, 
     assert {("BTC-USDT-PERP", 1), ("ETH-USDT-PERP", 1)} <= kinds
     reader.close()
     wait_for("watchdog pings", lambda: len(notify.times("WATCHDOG=1")) >= 2)
+    rc, err = inst.stop()
+    assert rc == 0, err
+
+
+def _thread_policies(pid: int) -> set[int]:
+    return {os.sched_getscheduler(int(tid)) for tid in os.listdir(f"/proc/{pid}/task")}
+
+
+@pytest.mark.parametrize("policy", ["other", "fifo"])
+def test_zeromq_threads_yield_to_the_event_loop_under_any_scheduling_policy(make_instance,
+                                                                            notify, policy):
+    """libzmq's I/O thread goes to SCHED_BATCH under the default policy; under a realtime
+    one (CPUSchedulingPolicy=fifo) it keeps the inherited policy instead of aborting."""
+    def realtime() -> None:
+        os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(1))
+
+    if policy == "fifo" and os.geteuid() != 0:
+        pytest.skip("SCHED_FIFO needs root")
+    inst = make_instance("okx_spot", ["BTC-USDT"])
+    proc = inst.start(notify, preexec_fn=realtime if policy == "fifo" else None)
+    wait_for("READY=1", lambda: notify.has("READY=1") or proc.poll() is not None)
+    assert proc.poll() is None, inst.stop()[1]
+    main = os.SCHED_FIFO if policy == "fifo" else os.SCHED_OTHER
+    want = {main} if policy == "fifo" else {main, os.SCHED_BATCH}
+    assert _thread_policies(proc.pid) == want
     rc, err = inst.stop()
     assert rc == 0, err
 

@@ -42,6 +42,7 @@ from supervisor.service import (
 from supervisor.statsblock import StatsWriter
 
 PUB_HWM = 100_000  # messages queued per slow subscriber before drops are counted
+REALTIME_POLICIES = (os.SCHED_FIFO, os.SCHED_RR)  # libzmq I/O threads inherit these as they are
 
 
 def open_ring(name: str, capacity: int) -> Any:
@@ -68,7 +69,11 @@ class Collector:
         # switch per event (with a subscriber, ~25k instead of ~50k+ msg/s on one core).
         # SCHED_BATCH (no wakeup preemption, the same fair share; allowed by the unit's
         # RestrictRealtime=) lets it drain whole bursts when the loop yields.
-        if hasattr(zmq, "THREAD_SCHED_POLICY") and hasattr(os, "SCHED_BATCH"):
+        # Not under a realtime policy (CPUSchedulingPolicy=fifo|rr): libzmq keeps the
+        # process's priority, which SCHED_BATCH refuses (EINVAL), and aborts. Setting
+        # ZMQ_THREAD_PRIORITY instead makes it renice the thread: EPERM, abort, unprivileged.
+        if (hasattr(zmq, "THREAD_SCHED_POLICY") and hasattr(os, "SCHED_BATCH")
+                and os.sched_getscheduler(0) not in REALTIME_POLICIES):
             self._zctx.set(zmq.THREAD_SCHED_POLICY, os.SCHED_BATCH)
         self._actx = zmq.asyncio.Context()
         self.pub: zmq.Socket | None = None
