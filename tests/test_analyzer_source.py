@@ -46,8 +46,8 @@ def test_coalescing_off_waits_on_the_futex_each_time(ring_name: str) -> None:
 
 
 def test_wake_coalesce_is_a_non_negative_number_of_seconds() -> None:
-    assert parse_settings({}).wake_coalesce == 0.0002
-    assert parse_settings({"wake_coalesce": 0}).wake_coalesce == 0.0
+    assert parse_settings({}).wake_coalesce == 0.0  # off: the lowest latency
+    assert parse_settings({"wake_coalesce": 0.0002}).wake_coalesce == 0.0002
     with pytest.raises(ConfigError, match="wake_coalesce"):
         parse_settings({"wake_coalesce": -1})
     with pytest.raises(ConfigError, match="wake_coalesce"):
