@@ -60,6 +60,7 @@ def collector_doc(**over: Any) -> dict[str, Any]:
         "book_levels": {"BTC-USDT": 800, "ETH-USDT": 750, "XRP-USDT": 1},
         "ring": "okx_spot", "symbols": ["BTC-USDT", "ETH-USDT"], "ring_records": 123403,
         "ring_bytes": 5_000_000, "ring_seq": 123403, "zmq_sent": 123403, "zmq_dropped": 8,
+        "zmq_unsubscribed": 77, "zmq_subscriptions": 2,
         "encode_errors": 0, "latency_recv_ring": hist.to_dict(),
     }
     doc.update(over)

@@ -73,6 +73,8 @@ def test_collector_counters_match_the_stats_document():
     assert value(got, "marketprism_rest_errors_total") == 6
     assert value(got, "marketprism_rate_limited_responses_total") == 7
     assert value(got, "marketprism_zmq_dropped_messages_total") == 8
+    assert value(got, "marketprism_zmq_unsubscribed_messages_total") == 77
+    assert value(got, "marketprism_zmq_subscriptions") == 2
     assert value(got, "marketprism_resyncs_total", reason="checksum") == 2
     assert value(got, "marketprism_resyncs_total", reason="sequence gap") == 1
     assert value(got, "marketprism_events_total", type="BookDelta") == 120000
