@@ -88,8 +88,12 @@ static const int64_t MP_BOOK_POW10[19] = {
 /* 10^k for 0 <= k <= 38. */
 static inline mp_key_t mp_book_pow10(long k)
 {
-    return k <= 18 ? (mp_key_t)MP_BOOK_POW10[k]
-                   : (mp_key_t)MP_BOOK_POW10[18] * MP_BOOK_POW10[k - 18];
+    mp_key_t r = 1;
+    for (; k > 18; k -= 18)
+    {
+        r *= MP_BOOK_POW10[18];
+    }
+    return r * MP_BOOK_POW10[k];
 }
 
 /* The common case, in 64 bits: digits[.digits], unsigned, at most 18 digits, no exponent.
@@ -382,6 +386,56 @@ static inline int mp_book_quoted_size(const char *t, size_t len, size_t *pos, in
     return 1;
 }
 
+/* JSON's number grammar: -?(0|[1-9][0-9]*)(.[0-9]+)?([eE][+-]?[0-9]+)? */
+static int mp_book_json_number(const char *p, size_t n)
+{
+    size_t i = 0, d;
+    if (i < n && p[i] == '-')
+    {
+        i++;
+    }
+    if (i < n && p[i] == '0')
+    {
+        i++;
+    }
+    else
+    {
+        for (d = i; i < n && p[i] >= '0' && p[i] <= '9'; i++)
+        {
+        }
+        if (i == d)
+        {
+            return 0;
+        }
+    }
+    if (i < n && p[i] == '.')
+    {
+        for (d = ++i; i < n && p[i] >= '0' && p[i] <= '9'; i++)
+        {
+        }
+        if (i == d)
+        {
+            return 0;
+        }
+    }
+    if (i < n && (p[i] == 'e' || p[i] == 'E'))
+    {
+        i++;
+        if (i < n && (p[i] == '+' || p[i] == '-'))
+        {
+            i++;
+        }
+        for (d = i; i < n && p[i] >= '0' && p[i] <= '9'; i++)
+        {
+        }
+        if (i == d)
+        {
+            return 0;
+        }
+    }
+    return i == n;
+}
+
 /* One scalar of a level at t[*pos] (not whitespace), the general way: a string without
  * escapes or a bare token (numbers). Field 0 is the price, 1 the size, others are kept
  * as text only. Sets *pos past it. */
@@ -396,7 +450,7 @@ static int mp_book_parse_field(const char *t, size_t len, size_t *pos, int field
     if (t[i] == '"')
     {
         size_t j = i + 1;
-        while (j < len && t[j] != '"' && t[j] != '\\')
+        while (j < len && t[j] != '"' && t[j] != '\\' && (unsigned char)t[j] >= ' ')
         {
             j++;
         }
@@ -404,7 +458,7 @@ static int mp_book_parse_field(const char *t, size_t len, size_t *pos, int field
         {
             return MP_BOOK_ESHAPE;
         }
-        if (t[j] == '\\') /* never part of a decimal */
+        if (t[j] != '"') /* an escape or a control character: never part of a decimal */
         {
             return field == 0 ? MP_BOOK_EPRICE : field == 1 ? MP_BOOK_ESIZE : MP_BOOK_ESHAPE;
         }
@@ -428,6 +482,21 @@ static int mp_book_parse_field(const char *t, size_t len, size_t *pos, int field
         p = t + i;
         n = j - i;
         *pos = j;
+        /* Stored texts are read back as JSON: a bare token must be a JSON number (or, past
+         * price and size, true/false/null). */
+        if (!mp_book_json_number(p, n))
+        {
+            if (field >= 2 && ((n == 4 && (memcmp(p, "true", 4) == 0 || memcmp(p, "null", 4) == 0))
+                               || (n == 5 && memcmp(p, "false", 5) == 0)))
+            {
+                return 0;
+            }
+            if (field == 0)
+            {
+                return mp_book_is_nonfinite(p, n) ? MP_BOOK_ENONFINITE : MP_BOOK_EPRICE;
+            }
+            return field == 1 ? MP_BOOK_ESIZE : MP_BOOK_ESHAPE;
+        }
     }
     if (field == 0)
     {
@@ -603,7 +672,7 @@ static int64_t mp_book_parse_compact(mp_book_t *book, const char *t, size_t len)
                 {
                     return MP_BOOK_NOT_COMPACT;
                 }
-                while (p < end && *p != '"' && *p != '\\')
+                while (p < end && *p != '"' && *p != '\\' && (unsigned char)*p >= ' ')
                 {
                     p++;
                 }

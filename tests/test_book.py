@@ -104,6 +104,12 @@ def test_decimal_ordering_is_exact():
     assert [lv[0] for lv in book.asks.top(9)] == ["0.000000000000000001", "1E-17"]
     book.load([["1234567890123456789", "1"], ["123456789012345678.9", "1"]], [], 6)  # 19 digits
     assert [lv[0] for lv in book.bids.top(9)] == ["1234567890123456789", "123456789012345678.9"]
+    book.load([["9999999999999999999.5", "1"], ["1e19", "1"], ["12345678901234567890.5", "1"],
+               ["1e-18", "1"]], [], 7)  # the largest and smallest scales
+    assert [lv[0] for lv in book.bids.top(9)] == ["12345678901234567890.5", "1e19",
+                                                  "9999999999999999999.5", "1e-18"]
+    with pytest.raises(ValueError, match="exact range"):
+        book.apply([["1e20", "1"]], [], 8)
 
 
 def test_any_json_layout_reads_like_the_compact_one():
@@ -267,3 +273,39 @@ def test_a_snapshot_read_right_after_a_load_is_the_loaded_lists():
     assert book.snapshot_levels() == ([["9", "1"]], [["11", "1"]])
     book.invalidate()
     assert book.snapshot_levels() == ([], [])
+
+
+def test_mutated_input_gives_a_result_or_an_error_never_a_crash():
+    """Random byte edits of valid and odd inputs straight into the kernel (20k cases)."""
+    import random
+
+    from supervisor._kernels import lib
+
+    seeds = [b'[[["99.5","3"],["99.4","0"]],[["100.15","1","x","4"]]]',
+             b'[ [ [ 1.5e2 , "2" ] ] , [ ["-1","0.0"] ] ]', b'[[["1e19","1"]],[["1e-18","1e3"]]]',
+             b'[[],[]]', b'[[["1","1","\\""]],[]]']
+    alphabet = b'[]",.0123456789eE+-naif \\x'
+    rng = random.Random(7)
+    book = OrderBook("X")
+    errors = {lib.MP_BOOK_ESHAPE, lib.MP_BOOK_EPRICE, lib.MP_BOOK_ENONFINITE, lib.MP_BOOK_ERANGE,
+              lib.MP_BOOK_ESIZE}
+    for i in range(20_000):
+        text = bytearray(rng.choice(seeds))
+        for _ in range(rng.randint(0, 3)):
+            pos = rng.randrange(len(text) + 1)
+            op = rng.randrange(3)
+            if op == 0 and pos < len(text):
+                text[pos] = rng.choice(alphabet)
+            elif op == 1 and pos < len(text):
+                del text[pos]
+            else:
+                text.insert(pos, rng.choice(alphabet))
+        data = bytes(text)
+        if i % 3 == 0:
+            rc = lib.mp_book_load(book._c, data, len(data), rng.randint(1, 3))
+            assert rc in errors or 0 <= rc <= 7
+        else:
+            rc = lib.mp_book_apply(book._c, data, len(data))
+            assert rc in errors or rc in (0, 1)
+        bids, asks = book.bids.top(10**6), book.asks.top(10**6)  # what is stored reads back
+        assert (len(bids), len(asks)) == (len(book.bids), len(book.asks))
