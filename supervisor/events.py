@@ -171,9 +171,10 @@ GAP_CROSSED = "crossed_book"
 GAP_DISCONNECT = "disconnect"
 GAP_SNAPSHOT = "snapshot_failed"
 GAP_RESUBSCRIBE = "resubscribe"
+GAP_RESTART = "collector_restart"  # the collector was down: nothing was collected meanwhile
 GAP_REASONS = (
     GAP_SEQUENCE, GAP_RESET, GAP_CHECKSUM, GAP_CROSSED, GAP_DISCONNECT, GAP_SNAPSHOT,
-    GAP_RESUBSCRIBE,
+    GAP_RESUBSCRIBE, GAP_RESTART,
 )
 
 __all__ = [

@@ -440,3 +440,28 @@ def test_gap_events_reach_the_ring_when_a_book_breaks(make_instance, replay):
     assert isinstance(first_book, BookSnapshot)
     reader.close()
     assert inst.stop()[0] == 0
+
+
+def test_a_restarted_collector_announces_what_it_missed_before_new_data(make_instance, notify):
+    inst = make_instance("binance_derivatives", ["BTC-USDT-PERP", "ETH-USDT-PERP"],
+                         channels=["books", "trades"])
+    inst.start(notify)
+    wait_for("READY=1", lambda: notify.has("READY=1"))
+    assert inst.stop()[0] == 0
+    first_run = shm.ring_stats(inst.ring).last_seq
+    fresh = [codec.decode(r.type_id, bytes(r.payload)) for r in
+             shm.RingReader(inst.ring, start="oldest", batch_records=100_000).read_batch()]
+    assert not [e for e in fresh if isinstance(e, Gap)]  # a new ring: nothing to announce
+    proc = inst.start()
+    wait_for("second sync", lambda: inst.stats().get("pid") == proc.pid
+             and inst.stats().get("books_synced") == 2)
+    reader = shm.RingReader(inst.ring, start="oldest", batch_records=100_000)
+    records = list(reader.read_batch())
+    reader.close()
+    assert inst.stop()[0] == 0
+    second = [codec.decode(r.type_id, bytes(r.payload)) for r in records if r.seq > first_run]
+    head = second[:2]
+    assert all(isinstance(e, Gap) and e.reason == "collector_restart" for e in head), head
+    assert {e.symbol for e in head} == {"BTC-USDT-PERP", "ETH-USDT-PERP"}
+    assert f"after ring seq {first_run}" in head[0].detail
+    assert not [e for e in second[2:] if isinstance(e, Gap)]

@@ -30,6 +30,7 @@ import zmq.asyncio
 from supervisor import config as config_mod
 from supervisor.collector.publisher import Publisher
 from supervisor.collector.snapshots import serve_snapshots
+from supervisor.events import GAP_RESTART, Gap
 from supervisor.exchanges import feed_class
 from supervisor.exchanges.base import Feed
 from supervisor.service import (
@@ -240,6 +241,7 @@ class Collector:
                       self.inst.market, ",".join(self.inst.symbols), self.inst.ring,
                       self.inst.zmq_pub or "-")
         self.publisher.attach(loop)
+        self.announce_restart()
         tasks = [asyncio.ensure_future(self.feed.run()), asyncio.ensure_future(self.supervise()),
                  asyncio.ensure_future(self.loop_lag.run())]
         if self.router is not None:
@@ -262,6 +264,22 @@ class Collector:
             return 1
         self.log.info("stopped cleanly")
         return 0
+
+    def announce_restart(self) -> None:
+        """A ring that already has records had a collector before us: whatever happened on
+        the venue between its last record and our first was not collected (trades included,
+        which no sequence check would reveal). Say so, per symbol, before any new data."""
+        last = self.ring.next_seq - 1
+        if last <= 0:
+            return
+        now, mono = time.time_ns(), time.monotonic_ns()
+        detail = (f"collector restarted after ring seq {last}: events while it was down "
+                  "were not collected")
+        for symbol in self.inst.symbols:
+            self.publisher(Gap(symbol, 0, 0, now, mono, GAP_RESTART, detail))
+        self.log.warning("ring %s has %d records from a previous run: announced a %s gap "
+                         "for %d symbol(s)", self.inst.ring, last, GAP_RESTART,
+                         len(self.inst.symbols))
 
     def close(self) -> None:
         try:
