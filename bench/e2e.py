@@ -145,6 +145,7 @@ def run_cell(rate: float, tick: float, zmq: bool, sched: str, args: argparse.Nam
              tmp: Path) -> dict[str, Any]:
     """Replay, collector and analyzer at ``rate``; per-event latencies of the window."""
     rcpu, ccpu = cb.cpus()
+    acpu = ccpu if args.analyzer_cpu == "collector" else rcpu
     # fifo: the replay (the exchange) above our two daemons, so it sends on time
     fifo_replay, fifo_ours = (2, 1) if sched == "fifo" else (0, 0)
     name = f"e{uuid.uuid4().hex[:6]}_{VENUE}"
@@ -165,7 +166,7 @@ def run_cell(rate: float, tick: float, zmq: bool, sched: str, args: argparse.Nam
         coll = cb.start_collector(name, cfg, ccpu, tmp, stamps_path, fifo_ours)
         cb.wait_synced(name, coll)
         ana = cb.Daemon([cb.PY, __file__, "child-analyzer", name, str(cfg), str(done_path)],
-                        rcpu, tmp / f"{name}.analyzer.log", fifo_ours)
+                        acpu, tmp / f"{name}.analyzer.log", fifo_ours)
         time.sleep(args.warmup + 1.0)
         c0, a0 = cb.cpu_seconds(coll.pid), cb.cpu_seconds(ana.pid)
         t0 = cb.now_ns()
@@ -280,7 +281,8 @@ def bench(args: argparse.Namespace) -> dict[str, Any]:
     result: dict[str, Any] = {
         "script": "e2e", "machine": start, "loadavg_end": list(os.getloadavg()),
         "settings": {k: v for k, v in vars(args).items() if k != "json"},
-        "placement": {"replay_cpu": rcpu, "analyzer_cpu": rcpu, "collector_cpu": ccpu},
+        "placement": {"replay_cpu": rcpu, "collector_cpu": ccpu,
+                      "analyzer_cpu": ccpu if args.analyzer_cpu == "collector" else rcpu},
         "rows": rows, "cells": [c for cs in cells.values() for c in cs]}
     at20 = next(r for r in rows if r["rate"] == 20000 and r["tick"] == args.tick and r["zmq"]
                 and r["sched"] == args.sched)
@@ -303,7 +305,8 @@ def markdown(result: dict[str, Any]) -> str:
         f"{cb.machine_line(result['machine'])}; load at end "
         + "/".join(f"{x:.2f}" for x in result["loadavg_end"]) + ".",
         f"Binance USD-M, {s['symbols']} symbols, books + trades; collector on CPU "
-        f"{p['collector_cpu']}, replay and analyzer on CPU {p['replay_cpu']} (taskset). "
+        f"{p['collector_cpu']}, replay on CPU {p['replay_cpu']}, analyzer on CPU "
+        f"{p['analyzer_cpu']} (taskset). "
         "Scheduling: fifo = SCHED_FIFO, replay at priority 2 so our analyzer never delays "
         "the exchange's sends, collector and analyzer at 1 (what a dedicated host gives them; "
         f"other load on this shared machine cannot preempt them); nice = SCHED_OTHER at nice "
@@ -354,6 +357,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--rates", default="1000,5000,10000,20000")
     ap.add_argument("--tick", type=float, default=0.001, help="replay pump period, s")
     ap.add_argument("--symbols", type=int, default=10)
+    ap.add_argument("--analyzer-cpu", choices=("replay", "collector"), default="replay",
+                    help="the core the analyzer shares: the replay's (default) or the "
+                         "collector's (the exchange alone on its core, as if elsewhere)")
     ap.add_argument("--wake-coalesce", type=float, default=None,
                     help="the analyzer's wake_coalesce setting, s (default: its default)")
     ap.add_argument("--nice", type=int, default=-20, help="niceness with --sched nice")
