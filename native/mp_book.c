@@ -1,4 +1,5 @@
 #include "mp_book.h"
+#include "mp_text.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -186,33 +187,13 @@ static int mp_book_parse_price(const char *p, size_t n, mp_key_t *out)
     {
         return MP_BOOK_EPRICE;
     }
-    if (i < n && (p[i] == 'e' || p[i] == 'E'))
+    int e;
+    int rc = mp_text_exponent(p, n, &i, 1000, &e);
+    if (rc != MP_TEXT_OK)
     {
-        int eneg = 0, edigits = 0;
-        i++;
-        if (i < n && (p[i] == '-' || p[i] == '+'))
-        {
-            eneg = p[i] == '-';
-            i++;
-        }
-        for (; i < n && p[i] >= '0' && p[i] <= '9'; i++)
-        {
-            if (exp10 > 1000)
-            {
-                return MP_BOOK_ERANGE;
-            }
-            exp10 = exp10 * 10 + (p[i] - '0');
-            edigits++;
-        }
-        if (edigits == 0)
-        {
-            return MP_BOOK_EPRICE;
-        }
-        if (eneg)
-        {
-            exp10 = -exp10;
-        }
+        return rc == MP_TEXT_ERANGE ? MP_BOOK_ERANGE : MP_BOOK_EPRICE;
     }
+    exp10 = e;
     if (i != n)
     {
         return MP_BOOK_EPRICE;

@@ -1,4 +1,5 @@
 #include "mp_decimal.h"
+#include "mp_text.h"
 
 #include <string.h>
 
@@ -55,30 +56,13 @@ static int mp_decimal_parse_field(const char *p, size_t n, mp_decimal_field_t *f
     {
         return MP_DECIMAL_EINVAL;
     }
-    if (i < n && (p[i] == 'e' || p[i] == 'E'))
+    int e;
+    int rc = mp_text_exponent(p, n, &i, 400, &e);
+    if (rc != MP_TEXT_OK)
     {
-        int eneg = 0, e = 0, edigits = 0;
-        i++;
-        if (i < n && (p[i] == '-' || p[i] == '+'))
-        {
-            eneg = p[i] == '-';
-            i++;
-        }
-        for (; i < n && p[i] >= '0' && p[i] <= '9'; i++)
-        {
-            if (e > 400)
-            {
-                return MP_DECIMAL_EOVERFLOW;
-            }
-            e = e * 10 + (p[i] - '0');
-            edigits++;
-        }
-        if (edigits == 0)
-        {
-            return MP_DECIMAL_EINVAL;
-        }
-        decimals += eneg ? e : -e;
+        return rc == MP_TEXT_ERANGE ? MP_DECIMAL_EOVERFLOW : MP_DECIMAL_EINVAL;
     }
+    decimals -= e;
     if (i != n)
     {
         return MP_DECIMAL_EINVAL;
@@ -116,7 +100,7 @@ static inline int mp_decimal_is_sep(char c)
     return c == ' ' || c == '"' || c == ',' || c == '[' || c == ']';
 }
 
-/* Next token in buf[*pos..len): sets *start/*n, returns 0 at the end of input. */
+/* Next token in buf[*pos..len): sets *start and *n, returns 0 at the end of input. */
 static inline int mp_decimal_next_token(const char *buf, size_t len, size_t *pos,
                                         const char **start, size_t *n)
 {

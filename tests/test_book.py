@@ -172,7 +172,8 @@ def test_load_drops_zero_sizes_keeps_last_duplicate_and_any_input_order():
     ("-Infinity", "non-finite"), ("", "bad price"), ("abc", "bad price"),
     ("1.2.3", "bad price"), ("1e", "bad price"), ("--1", "bad price"), (" 1", "bad price"),
     ("0x10", "bad price"), ("1_000", "bad price"), ("1\\u0030", "bad price"),
-    ("1e400", "exact range"), ("0.0000000000000000001", "exact range"),
+    ("1e400", "exact range"), ("1e99999999999", "exact range"), ("1e+", "bad price"),
+    ("0.0000000000000000001", "exact range"),
     ("123456789012345678901", "exact range"), (None, "bad price"), (True, "bad price"),
 ])
 def test_bad_prices_are_refused_and_leave_the_book_as_it_was(price, error):

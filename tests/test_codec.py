@@ -72,6 +72,12 @@ def test_value_beyond_int64_is_rejected():
         codec.Encoder().encode(BookDelta(*HDR, 41, [["99999999999999999999", "1"]], []))
 
 
+@pytest.mark.parametrize("price", ["1e", "1e+", "1e-", "1e99999999999", "1e-400"])
+def test_bad_or_huge_exponents_are_rejected(price):
+    with pytest.raises(codec.CodecError):
+        codec.Encoder().encode(BookDelta(*HDR, 41, [[price, "1"]], []))
+
+
 @pytest.mark.parametrize("event", [
     Trade(*HDR, "123456", "buy", "29000.10", "0.0015"),
     Funding(*HDR, "-0.00012500", 1_700_000_000_000_000_000, "29001.2"),
