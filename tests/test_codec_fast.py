@@ -44,9 +44,11 @@ def fast(enc: codec.Encoder, event) -> tuple[int, bytes] | str:
 def test_trade_fast_path_writes_the_generic_bytes(symbol, seq, trade_id, side, price, size):
     event = Trade(symbol, seq, *HDR, trade_id, side, price, size)
     enc = codec.Encoder()
-    assert fast(enc, event) == generic(event)
-    assert fast(enc, event) == generic(event)  # again, from the caches
-    assert codec.decode(*enc.encode(event)).trade_id == trade_id
+    got = fast(enc, event)
+    assert got == generic(event)
+    assert fast(enc, event) == got  # again, from the caches
+    if got != "refused":  # e.g. "922337204.0000000000": a mantissa beyond int64
+        assert codec.decode(*got).trade_id == trade_id
 
 
 @given(symbols, st.lists(st.tuples(decimals, decimals), max_size=5),
