@@ -100,9 +100,7 @@ class BookState:
 
         Returns how many levels had a size <= 0 (dropped: a snapshot never carries them).
         """
-        n = len(levels) // 2 if not isinstance(levels, bytes | bytearray) else len(levels) // 16
-        bad = checked(_C.mp_levels_apply(self.c, _int64s(levels), n_bids, n - n_bids,
-                                         price_exp, size_exp, 1))
+        bad = self._apply(levels, n_bids, price_exp, size_exp, 1)
         self.seq = seq
         self.valid = True
         return bad
@@ -110,11 +108,17 @@ class BookState:
     def apply_record(self, levels: Any, n_bids: int, price_exp: int, size_exp: int,
                      seq: int) -> int:
         """Apply a delta record's levels (size 0 removes); returns sizes < 0 (skipped)."""
-        n = len(levels) // 2 if not isinstance(levels, bytes | bytearray) else len(levels) // 16
-        bad = checked(_C.mp_levels_apply(self.c, _int64s(levels), n_bids, n - n_bids,
-                                         price_exp, size_exp, 0))
+        bad = self._apply(levels, n_bids, price_exp, size_exp, 0)
         self.seq = seq
         return bad
+
+    def _apply(self, levels: Any, n_bids: int, price_exp: int, size_exp: int,
+               load: int) -> int:
+        vals = (_ffi.new("int64_t[]", levels) if isinstance(levels, list)
+                else _ffi.from_buffer("int64_t[]", levels))
+        n = len(vals) // 2  # (price, size) pairs
+        return checked(_C.mp_levels_apply(self.c, vals, n_bids, n - n_bids, price_exp,
+                                          size_exp, load))
 
     def load_text(self, bids: Iterable[Sequence[str]], asks: Iterable[Sequence[str]],
                   seq: int) -> int:
@@ -183,19 +187,13 @@ def checked(result: int) -> int:
     return result
 
 
-def _int64s(levels: Any) -> Any:
-    if isinstance(levels, list):
-        return _ffi.new("int64_t[]", levels or [0])
-    return _ffi.from_buffer("int64_t[]", levels)
-
-
 def _floats(bids: Iterable[Sequence[str]],
             asks: Iterable[Sequence[str]]) -> tuple[Any, int, int]:
     """Decimal-string levels -> (price, size) doubles for the kernel, bids first."""
     vals = [float(x) for lv in bids for x in (lv[0], lv[1])]
     n_bids = len(vals) // 2
     vals += [float(x) for lv in asks for x in (lv[0], lv[1])]
-    return _ffi.new("double[]", vals or [0.0]), n_bids, len(vals) // 2 - n_bids
+    return _ffi.new("double[]", vals), n_bids, len(vals) // 2 - n_bids
 
 
 # ----- scalar records (everything that is not a book) ----------------------------------------
