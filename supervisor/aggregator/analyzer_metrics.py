@@ -10,37 +10,38 @@ from __future__ import annotations
 
 from typing import Any
 
-from supervisor.aggregator.families import BASE, Families, metric_name
+from supervisor.aggregator.families import BASE, Families, add_fields
 from supervisor.aggregator.health import number, numbers
 from supervisor.aggregator.sources import InstanceSample
 
 # Analyzer scalars we know the meaning of (supervisor/analyzer/output.py: stats_doc):
-# key -> (name, kind, help). Every other numeric field is exported generically as
-# ``marketprism_analyzer_<key>`` (untyped; a counter when the key ends in "_total").
+# key -> (name after "analyzer_", kind, help). Every other numeric field is exported
+# generically as ``marketprism_analyzer_<key>`` (untyped; a counter when the key ends in
+# "_total").
 ANALYZER_KNOWN: dict[str, tuple[str, str, str]] = {
-    "lag": ("analyzer_lag_records", "gauge", "Ring records written but not yet analyzed."),
-    "committed_seq": ("analyzer_committed_sequence", "gauge",
+    "lag": ("lag_records", "gauge", "Ring records written but not yet analyzed."),
+    "committed_seq": ("committed_sequence", "gauge",
                       "Last ring sequence the analyzer committed (a restart resumes after it)."),
-    "ring_seq": ("analyzer_sequence", "gauge", "Ring sequence of the last event analyzed."),
-    "events": ("analyzer_events", "counter", "Events the analyzer processed."),
-    "batches": ("analyzer_batches", "counter", "Batches the analyzer processed."),
-    "lost": ("analyzer_lost_records", "counter", "Records the analyzer lost (lapped)."),
-    "overruns": ("analyzer_overruns", "counter",
+    "ring_seq": ("sequence", "gauge", "Ring sequence of the last event analyzed."),
+    "events": ("events", "counter", "Events the analyzer processed."),
+    "batches": ("batches", "counter", "Batches the analyzer processed."),
+    "lost": ("lost_records", "counter", "Records the analyzer lost (lapped)."),
+    "overruns": ("overruns", "counter",
                  "Times the writer lapped the analyzer (or ZeroMQ drops in zmq mode)."),
-    "sequence_gaps": ("analyzer_sequence_gaps", "counter",
+    "sequence_gaps": ("sequence_gaps", "counter",
                       "Book update chains broken in the analyzer's view."),
-    "gaps": ("analyzer_gaps", "counter", "Overruns plus sequence gaps."),
-    "no_book": ("analyzer_events_without_book", "counter",
+    "gaps": ("gaps", "counter", "Overruns plus sequence gaps."),
+    "no_book": ("events_without_book", "counter",
                 "Book deltas that arrived before the analyzer had the book."),
-    "seeds": ("analyzer_book_seeds", "counter", "Books seeded from a snapshot."),
-    "results_sent": ("analyzer_results_sent", "counter", "Analysis results published."),
-    "results_dropped": ("analyzer_results_dropped", "counter",
+    "seeds": ("book_seeds", "counter", "Books seeded from a snapshot."),
+    "results_sent": ("results_sent", "counter", "Analysis results published."),
+    "results_dropped": ("results_dropped", "counter",
                         "Analysis results dropped by a slow subscriber."),
-    "symbols": ("analyzer_symbols", "gauge", "Symbols the analyzer tracks."),
-    "books_valid": ("analyzer_books_valid", "gauge", "Books the analyzer holds in sync."),
-    "snapshot_requests": ("analyzer_snapshot_requests", "counter",
+    "symbols": ("symbols", "gauge", "Symbols the analyzer tracks."),
+    "books_valid": ("books_valid", "gauge", "Books the analyzer holds in sync."),
+    "snapshot_requests": ("snapshot_requests", "counter",
                           "Book snapshots requested from the collector (ZeroMQ mode)."),
-    "malformed": ("analyzer_malformed_messages", "counter", "Messages that failed to decode."),
+    "malformed": ("malformed_messages", "counter", "Messages that failed to decode."),
 }
 # Analyzer fields not exported: identity, derived rates, per-symbol analysis, and what the
 # per-role process families or the dict handlers below already cover.
@@ -66,19 +67,9 @@ def export_analyzer(f: Families, base: tuple[str, ...], inst: InstanceSample) ->
               (*BASE, "reason"), (*base, reason), n)
     _quality(f, base, inst, doc.get("quality"))
     _plugin(f, base, doc.get("plugin"))
-    for key, value in doc.items():
-        if key in ANALYZER_SKIP or key.startswith("latency_") or (key == "events" and by_type):
-            continue
-        if isinstance(value, bool) or not isinstance(value, int | float) or value != value:
-            continue
-        if key in ANALYZER_KNOWN:
-            name, kind, help_ = ANALYZER_KNOWN[key]
-        else:  # by convention a "_total" field is a counter; anything else is untyped
-            name = f"analyzer_{metric_name(key)}"
-            kind = "counter" if name.endswith("_total") else "unknown"
-            name = name.removesuffix("_total")
-            help_ = f"Analyzer stats field {key!r}."
-        f.add(kind, name, help_, BASE, base, value)
+    skip = ANALYZER_SKIP | {key for key in doc if key.startswith("latency_")} | \
+        ({"events"} if by_type else set())
+    add_fields(f, base, doc, "analyzer_", ANALYZER_KNOWN, skip, "Analyzer")
 
 
 def _quality(f: Families, base: tuple[str, ...], inst: InstanceSample, quality: Any) -> None:

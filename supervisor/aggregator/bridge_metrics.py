@@ -3,13 +3,13 @@
 The bridge (``supervisor/nats_bridge``) publishes its session state and its counters
 (``BridgeStats``); the per-process fields (RSS, CPU, readiness) are exported with the other
 roles by :mod:`.metrics`. Every numeric field not named below is still exported, as
-``marketprism_nats_bridge_<key>`` (untyped), so a new bridge counter shows up unchanged.
+``marketprism_nats_bridge_<key>`` (the rule of :func:`.families.add_fields`), so a new
+bridge counter shows up unchanged.
 """
 
 from __future__ import annotations
 
-from supervisor.aggregator.families import BASE, Families, cumulative_buckets, metric_name
-from supervisor.aggregator.health import number
+from supervisor.aggregator.families import BASE, Families, add_fields, cumulative_buckets
 from supervisor.aggregator.sources import InstanceSample
 
 PREFIX = "nats_bridge_"
@@ -59,11 +59,4 @@ def export_bridge(f: Families, base: tuple[str, ...], inst: InstanceSample) -> N
     if hist is not None:
         f.histogram(PREFIX + "publish_to_ack_seconds", "Publish to JetStream ack latency.",
                     BASE, base, *hist)
-    for key in doc:
-        if key in SKIP or (value := number(doc, key)) is None:
-            continue
-        if key in KNOWN:
-            name, kind, help_ = KNOWN[key]
-        else:
-            name, kind, help_ = metric_name(key), "unknown", f"NATS bridge stats field {key!r}."
-        f.add(kind, PREFIX + name, help_, BASE, base, value)
+    add_fields(f, base, doc, PREFIX, KNOWN, SKIP, "NATS bridge")

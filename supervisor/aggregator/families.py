@@ -8,7 +8,7 @@ blocks' non-cumulative histograms into Prometheus buckets.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Container, Iterator, Mapping, Sequence
 from typing import Any
 
 from prometheus_client.metrics_core import (
@@ -96,4 +96,28 @@ def metric_name(key: str) -> str:
     return NAME_BAD.sub("_", key).lower()
 
 
-__all__ = ["Families", "cumulative_buckets", "metric_name", "BASE", "PREFIX", "NAME_BAD"]
+def add_fields(f: Families, base: tuple[str, ...], doc: Mapping[str, Any], prefix: str,
+               known: Mapping[str, tuple[str, str, str]], skip: Container[str],
+               what: str) -> None:
+    """A stats document's numeric fields as families ``<prefix><name>`` (label set BASE).
+
+    ``known`` maps a field to (name, kind, help). Every other real number is exported too,
+    as ``<prefix><field>``: a counter when the field ends in ``_total``, otherwise untyped,
+    so a new field shows up without an aggregator change. Fields in ``skip`` and anything
+    that is not a number (bools, NaN, tables, text) are left out.
+    """
+    for key, value in doc.items():
+        if key in skip or isinstance(value, bool) or not isinstance(value, int | float) \
+                or value != value:
+            continue
+        if key in known:
+            name, kind, help_ = known[key]
+        else:
+            name = metric_name(key)
+            kind = "counter" if name.endswith("_total") else "unknown"
+            name, help_ = name.removesuffix("_total"), f"{what} stats field {key!r}."
+        f.add(kind, prefix + name, help_, BASE, base, value)
+
+
+__all__ = ["Families", "add_fields", "cumulative_buckets", "metric_name", "BASE", "PREFIX",
+           "NAME_BAD"]
