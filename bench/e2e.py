@@ -141,11 +141,16 @@ def child_analyzer(instance: str, config: str, out: str) -> int:
 
 
 # ----- one measurement ------------------------------------------------------------------------
+def placement(args: argparse.Namespace) -> tuple[int, int, int]:
+    """CPUs of the replay, the collector and the analyzer (``--analyzer-cpu``)."""
+    rcpu, ccpu = cb.cpus()
+    return rcpu, ccpu, ccpu if args.analyzer_cpu == "collector" else rcpu
+
+
 def run_cell(rate: float, tick: float, zmq: bool, sched: str, args: argparse.Namespace,
              tmp: Path) -> dict[str, Any]:
     """Replay, collector and analyzer at ``rate``; per-event latencies of the window."""
-    rcpu, ccpu = cb.cpus()
-    acpu = ccpu if args.analyzer_cpu == "collector" else rcpu
+    rcpu, ccpu, acpu = placement(args)
     # fifo: the replay (the exchange) above our two daemons, so it sends on time
     fifo_replay, fifo_ours = (2, 1) if sched == "fifo" else (0, 0)
     name = f"e{uuid.uuid4().hex[:6]}_{VENUE}"
@@ -256,7 +261,7 @@ def bench(args: argparse.Namespace) -> dict[str, Any]:
     cb.NICE[0] = args.nice
     start = cb.machine()
     tmp = Path(tempfile.mkdtemp(prefix="mp-bench-e2e-"))
-    rcpu, ccpu = cb.cpus()
+    rcpu, ccpu, acpu = placement(args)
     configs = [(float(r), args.tick, True, args.sched) for r in args.rates.split(",")]
     configs += [(20000.0, 0.005, True, args.sched), (20000.0, args.tick, False, args.sched)]
     if args.sched == "fifo":
@@ -281,8 +286,7 @@ def bench(args: argparse.Namespace) -> dict[str, Any]:
     result: dict[str, Any] = {
         "script": "e2e", "machine": start, "loadavg_end": list(os.getloadavg()),
         "settings": {k: v for k, v in vars(args).items() if k != "json"},
-        "placement": {"replay_cpu": rcpu, "collector_cpu": ccpu,
-                      "analyzer_cpu": ccpu if args.analyzer_cpu == "collector" else rcpu},
+        "placement": {"replay_cpu": rcpu, "collector_cpu": ccpu, "analyzer_cpu": acpu},
         "rows": rows, "cells": [c for cs in cells.values() for c in cs]}
     at20 = next(r for r in rows if r["rate"] == 20000 and r["tick"] == args.tick and r["zmq"]
                 and r["sched"] == args.sched)
