@@ -62,6 +62,7 @@ import threading
 import time
 import uuid
 from array import array
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -474,21 +475,26 @@ COLLECTOR_PARTS = {
 }
 
 
+def collapsed_stacks(path: Path) -> Iterator[tuple[str, int]]:
+    """(``frame;frame;...``, sample count) of each line of a py-spy raw file."""
+    for line in path.read_text().splitlines():
+        stack, _, count = line.rpartition(" ")
+        if stack and count.isdigit():
+            yield stack, int(count)
+
+
 def profile_parts(path: Path, parts: dict[str, tuple[str, ...]]) -> list[tuple[str, float]]:
     """Self time of a py-spy raw file grouped by the leaf frame's file into ``parts``
     (file name, or ``dir/file`` to tell ``__init__.py`` files apart)."""
     where = {f: part for part, files in parts.items() for f in files}
     counts: collections.Counter[str] = collections.Counter()
     total = 0
-    for line in path.read_text().splitlines():
-        stack, _, count = line.rpartition(" ")
-        if not stack or not count.isdigit():
-            continue
+    for stack, n in collapsed_stacks(path):
         leaf = stack.rsplit(";", 1)[-1]
         path_ = leaf.split(" (", 1)[1].split(":")[0] if " (" in leaf else ""
         tail = "/".join(path_.rsplit("/", 2)[-2:])
-        counts[where.get(tail) or where.get(tail.rsplit("/", 1)[-1], "other")] += int(count)
-        total += int(count)
+        counts[where.get(tail) or where.get(tail.rsplit("/", 1)[-1], "other")] += n
+        total += n
     return [(part, 100 * n / total) for part, n in counts.most_common()] if total else []
 
 
@@ -497,11 +503,7 @@ def profile_summary(path: Path, top: int = 12) -> list[tuple[str, float, float]]
     self_n: collections.Counter[str] = collections.Counter()
     incl: collections.Counter[str] = collections.Counter()
     total = 0
-    for line in path.read_text().splitlines():
-        stack, _, count = line.rpartition(" ")
-        if not stack or not count.isdigit():
-            continue
-        n = int(count)
+    for stack, n in collapsed_stacks(path):
         total += n
         frames = [f.split(" (")[0] + " (" + f.split(" (")[1].split(":")[0].rsplit("/", 1)[-1]
                   + ")" if " (" in f else f for f in stack.split(";")]
