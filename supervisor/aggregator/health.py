@@ -152,8 +152,9 @@ def _collector_doc(block: BlockRead) -> dict[str, Any]:
     return out
 
 
-def _analyzer_doc(block: BlockRead | None) -> dict[str, Any] | None:
-    """The analyzer's counters, whatever it publishes (its schema is its own).
+def _counters_doc(block: BlockRead | None) -> dict[str, Any] | None:
+    """The analyzer's or the NATS bridge's counters, whatever it publishes (its schema is
+    its own).
 
     Scalars and {name: number} tables are copied; ``quality`` keeps its totals and flagged
     symbols, ``plugin`` its scalars; the per-symbol ``analysis`` results stay out.
@@ -250,8 +251,8 @@ def instance_health(sample: Sample, inst: InstanceSample) -> dict[str, Any]:
         "status_line": _text(doc, "status"),
         "units": {role: _unit_doc(sample, inst, role) for role in roles},
         "collector": _collector_doc(inst.collector),
-        "analyzer": _analyzer_doc(inst.analyzer),
-        "nats_bridge": _analyzer_doc(inst.bridge),  # same rule: its scalars and tables
+        "analyzer": _counters_doc(inst.analyzer),
+        "nats_bridge": _counters_doc(inst.bridge),
         "memory": {"rss_mb": round(rss / 2**20, 2) if rss is not None else None,
                    "soft_mb": soft, "hard_mb": cfg.memory_hard_mb},
         "ring": ring_doc(inst),
