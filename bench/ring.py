@@ -333,6 +333,7 @@ def main() -> int:
     parser.add_argument("--pin", action="store_true", help="pin reader and writer to CPUs")
     parser.add_argument("--capacity-mib", type=int, default=CAPACITY >> 20,
                         help="ring capacity (MiB, power of two)")
+    parser.add_argument("--only", help="comma-separated row labels to run (e.g. 'Pipe,ring C')")
     parser.add_argument("--rt", action="store_true",
                         help="latency runs: every reader at SCHED_FIFO 1 (root), so other "
                              "load on the machine does not preempt it; implies --pin")
@@ -355,6 +356,9 @@ def main() -> int:
         ("ring C", ring_make("C", args.batch, args.spin_us, capacity), ring_writer,
          ring_reader, 40_000_000),
     ]
+    if args.only:
+        wanted = {label.strip() for label in args.only.split(",")}
+        rows = [row for row in rows if row[0] in wanted]
     notes = []
     try:
         import faster_fifo  # noqa: F401

@@ -334,12 +334,23 @@ int32_t mp_ring_reader_read(mp_ring_reader_t *reader, mp_ring_batch_t *batch)
         int64_t used = 0;
         int32_t count = 0;
         int bad = 0;
-        while (position < tail && count < batch->max_records)
+        /* Locals: the payload copies may alias anything a pointer reaches, so fields read
+         * through ring or batch would be re-read after every copy. */
+        const int64_t capacity = ring->capacity;
+        const int64_t mask = ring->mask;
+        const int32_t max_records = batch->max_records;
+        const int64_t data_capacity = batch->data_capacity;
+        uint8_t *const data = batch->data;
+        int32_t *const offsets = batch->offsets;
+        int32_t *const lengths = batch->lengths;
+        int32_t *const types = batch->types;
+        int64_t *const ends = batch->ends;
+        while (position < tail && count < max_records)
         {
             const mp_ring_record_header_t *record = mp_ring_record_at(ring, position);
             int32_t length = atomic_load_explicit(&record->length, memory_order_relaxed);
             int32_t type = record->type;
-            int64_t room = ring->capacity - (position & ring->mask);
+            int64_t room = capacity - (position & mask);
             int64_t aligned = mp_ring_align(length);
             if (type == MP_RING_PADDING_TYPE)
             {
@@ -358,20 +369,20 @@ int32_t mp_ring_reader_read(mp_ring_reader_t *reader, mp_ring_batch_t *batch)
                 bad = 1;
                 break;
             }
-            if (used + payload > batch->data_capacity)
+            if (used + payload > data_capacity)
             {
                 break;
             }
-            memcpy(batch->data + used, (const uint8_t *)record + MP_RING_RECORD_HEADER_LENGTH,
+            memcpy(data + used, (const uint8_t *)record + MP_RING_RECORD_HEADER_LENGTH,
                 (size_t)payload);
-            batch->offsets[count] = (int32_t)used;
-            batch->lengths[count] = payload;
-            batch->types[count] = type;
+            offsets[count] = (int32_t)used;
+            lengths[count] = payload;
+            types[count] = type;
             used += mp_ring_align(payload);
-            count++;
             seq++;
             position += aligned;
-            batch->ends[count - 1] = position;
+            ends[count] = position;
+            count++;
         }
 
         if (!mp_ring_reader_validate(ring, start))
