@@ -392,5 +392,7 @@ int64_t mp_ring_bench_write_paced(mp_ring_writer_t *writer, int32_t size, int64_
     int64_t interval_ns);
 int64_t mp_ring_bench_read(mp_ring_reader_t *reader, mp_ring_batch_t *batch, int64_t count,
     int64_t spin_ns, int64_t *latencies, int64_t *lost);
+int64_t mp_ring_bench_stalls(int64_t duration_ns, int64_t threshold_ns, int64_t *gaps,
+    int64_t max_gaps);
 
 #endif /* MP_RING_H */

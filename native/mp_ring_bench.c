@@ -139,3 +139,25 @@ int64_t mp_ring_bench_read(mp_ring_reader_t *reader, mp_ring_batch_t *batch, int
     }
     return seen;
 }
+
+/* Spin on CLOCK_MONOTONIC for duration_ns and store every gap longer than threshold_ns
+ * between two consecutive reads (the CPU was taken away: an interrupt, the hypervisor), up
+ * to max_gaps of them. Returns the number stored; with the duration, it bounds the latency
+ * any reader on this CPU can show at that moment. */
+int64_t mp_ring_bench_stalls(int64_t duration_ns, int64_t threshold_ns, int64_t *gaps,
+    int64_t max_gaps)
+{
+    int64_t count = 0;
+    int64_t previous = mp_ring_monotonic_ns();
+    const int64_t end = previous + duration_ns;
+    while (previous < end)
+    {
+        int64_t now = mp_ring_monotonic_ns();
+        if (now - previous > threshold_ns && count < max_gaps)
+        {
+            gaps[count++] = now - previous;
+        }
+        previous = now;
+    }
+    return count;
+}

@@ -39,6 +39,8 @@ class Record(NamedTuple):
 
 _new_record = tuple.__new__  # tuple.__new__(Record, (...)) skips NamedTuple's Python __new__
 _NOTHING_YET = (None,)  # what the read stream yields for "the ring is empty"
+_HANDED_OUT = iter(())  # _seqs of a one-record batch, handed out as soon as it is fetched
+_unpack = ffi.unpack
 
 
 class Batch:
@@ -191,22 +193,30 @@ class RingReader:
 
     def _fill(self) -> int:
         """Fetch the next batch from the ring into the read-ahead buffers (one C call)."""
-        batch = self._batch
-        n = _read(self._reader, batch)
+        n = _read(self._reader, self._batch)
         if n <= 0:
-            if n:
-                check(n, self.path)
-            self._pending_lost += batch.lost
-            self._count = 0
-            self._seqs = iter(range(0))
+            self._empty(n)
             return 0
+        self._took(n)
+        return n
+
+    def _took(self, n: int) -> None:
+        """Book ``n`` freshly fetched records as the pending read-ahead."""
+        batch = self._batch
         first = batch.first_seq
         self._count = n
         self._seqs = iter(range(first, first + n))
         self._first_seq = first
         self._first_lost = batch.lost + self._pending_lost
         self._pending_lost = 0
-        return n
+
+    def _empty(self, n: int) -> None:
+        """A fetch found nothing (``n == 0``) or failed (``n < 0``, raises)."""
+        if n:
+            check(n, self.path)
+        self._pending_lost += self._batch.lost
+        self._count = 0
+        self._seqs = iter(range(0))
 
     def _handed_out(self) -> int:
         """Records of the last batch handed out so far."""
@@ -239,15 +249,22 @@ class RingReader:
         code runs per record. Its first input is ``_seqs``: exhausting ``_seqs`` (as
         :meth:`read_batch` does) ends the batch's iterator too.
         """
-        n = self._fill()
-        if not n:
+        batch = self._batch
+        n = _read(self._reader, batch)
+        if n == 1:  # a reader that keeps up: one frame from the C call to the record
+            first = batch.first_seq
+            lost = batch.lost + self._pending_lost
+            self._pending_lost = 0
+            self._count = 1
+            self._seqs = _HANDED_OUT  # chain returns an iterable's first item in this call
+            self._first_seq = first
+            self._first_lost = lost
+            return (_new_record(Record, (first, self._types[0],
+                                         _unpack(self._data_ptr, self._lengths[0]), lost)),)
+        if n <= 0:
+            self._empty(n)
             return _NOTHING_YET
-        if n == 1:  # the common case of a reader that keeps up: no chain to build
-            offset = self._offsets[0]
-            # handed out at once: chain returns an iterable's first item in the same call
-            return (_new_record(Record, (next(self._seqs), self._types[0],
-                                         self._data[offset:offset + self._lengths[0]].tobytes(),
-                                         self._first_lost)),)
+        self._took(n)
         offsets = self._offsets[:n]
         lengths = self._lengths[:n]
         blob = self._data[:offsets[n - 1] + lengths[n - 1]].tobytes()
