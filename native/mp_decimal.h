@@ -4,6 +4,9 @@
  * Venues send prices and sizes as decimal strings. The ring carries them as int64 mantissas
  * with one exponent per column per record (value = mantissa * 10^exp), chosen as the largest
  * number of decimals in that column, so every value is exact and none goes through a float.
+ * A column that does not fit int64 at that scale only because of trailing zeros after the
+ * decimal point ("922337204.0000000000") gets the fewest decimals that write all its values
+ * exactly instead (supervisor.codec.fixed_point is the same rule for one value).
  */
 #ifndef MP_DECIMAL_H
 #define MP_DECIMAL_H
@@ -29,7 +32,7 @@ enum mp_decimal_result_enum
  *            `stride` fields each, of which the first `cols` are converted (extra venue fields
  *            skipped).
  * out:       row-major int64 mantissas, max_rows * cols entries.
- * exps:      per column exponent (<= 0), written on success.
+ * exps:      per column exponent (-127..0), written on success.
  * Returns the number of rows (>= 0) or a negative mp_decimal_result_enum value.
  */
 int mp_decimal_rows(const char *buf, size_t len, int stride, int cols,

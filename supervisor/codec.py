@@ -24,7 +24,11 @@ Book bodies (BOOK_SNAPSHOT, BOOK_DELTA)::
           best first on each side
 
 The mantissas are exact: the C kernel ``mp_decimal_rows`` turns the venue's decimal text into
-int64 at the largest scale the record needs, so no value passes through a binary float.
+int64 at the largest scale the record needs, so no value passes through a binary float. A
+column whose values do not fit int64 (or its exponent int8) at that scale only because of
+trailing zeros after the decimal point (venues pad: "922337204.0000000000") falls back to the
+fewest decimals that write all its values exactly (exponent 0 there); scalar decimals follow the
+same rule (:func:`fixed_point`), so a value encodes alike in a trade, a funding and a book.
 
 Other kinds are a sequence of fields after ``B``: decimal = int64 mantissa + int8 exponent,
 int = int64, text = uint16 length + UTF-8. Field order is the NamedTuple's (see ``_FIELDS``).
@@ -99,7 +103,8 @@ def format_decimal(mantissa: int, exp: int) -> str:
 
 
 def parse_decimal(text: str) -> tuple[int, int]:
-    """(mantissa, exp) of one decimal string; the slow path for low-rate kinds."""
+    """(mantissa, exp) of one decimal string as written (its decimals, any size); see
+    :func:`fixed_point` for the range-checked form the ring stores."""
     if "e" in text or "E" in text:
         try:
             sign, digits, exp = Decimal(text).as_tuple()
@@ -116,6 +121,24 @@ def parse_decimal(text: str) -> tuple[int, int]:
     if not digits.lstrip("+-").isdigit():
         raise CodecError(f"not a decimal: {text!r}")
     return int(digits), -len(fp)
+
+
+def fixed_point(text: str) -> tuple[int, int]:
+    """(int64 mantissa, exp >= -127) the ring stores for a decimal text.
+
+    The text's own digits and decimals (``"1.50"`` is ``(150, -2)``) when they fit; else the
+    same value with its trailing zeros after the decimal point stripped (``"922337204.0000000000"``
+    is ``(922337204, 0)``), the mp_decimal kernel's fallback for a book column. Raises
+    :class:`CodecError` if neither fits.
+    """
+    m, e = parse_decimal(text)
+    if not -(1 << 63) <= m < (1 << 63) or e < -127:
+        while e < 0 and m % 10 == 0:
+            m //= 10
+            e += 1
+        if not -(1 << 63) <= m < (1 << 63) or e < -127:
+            raise CodecError(f"decimal out of range: {text!r}")
+    return m, e
 
 
 class Encoder:
@@ -157,9 +180,7 @@ class Encoder:
         if found is None:
             if text == "":  # the venue sent no value
                 return 0, _NO_VALUE_EXP
-            m, e = parse_decimal(text)
-            if not -(1 << 63) <= m < (1 << 63) or e < -127:
-                raise CodecError(f"decimal out of range: {text!r}")
+            m, e = fixed_point(text)
             if len(self._decimals) >= DECIMAL_CACHE_MAX:
                 self._decimals.clear()
             found = self._decimals[text] = (m, e)
@@ -342,4 +363,4 @@ def topic(instance: str, event: Event) -> bytes:
 
 
 __all__ = ["Encoder", "BookRecord", "CodecError", "decode", "to_json", "topic",
-           "format_decimal", "parse_decimal", "KIND_NAMES"]
+           "format_decimal", "parse_decimal", "fixed_point", "KIND_NAMES"]

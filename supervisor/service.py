@@ -85,9 +85,18 @@ def setup_logging(tag: str, level: str = "info", prefix: bool | None = None) -> 
     handler.setFormatter(SyslogPrefixFormatter(tag, prefix))
     root = logging.getLogger()
     root.handlers[:] = [handler]
-    root.setLevel(LOG_LEVELS.get(level, logging.INFO))
+    set_log_level(level)
     logging.getLogger("aiohttp").setLevel(logging.WARNING)
     return logging.getLogger("marketprism")
+
+
+def set_log_level(level: str) -> None:
+    """Set the root logger to a configured ``service.log_level`` through :data:`LOG_LEVELS`.
+
+    Every daemon calls this once its config is loaded, so "notice" is :data:`NOTICE` (journal
+    priority 5) in all of them; an unknown name falls back to INFO.
+    """
+    logging.getLogger().setLevel(LOG_LEVELS.get(level, logging.INFO))
 
 
 def set_process_name(role: str, instance: str) -> None:
@@ -216,5 +225,5 @@ def resource_report(state_dir: str, extra: Callable[[], str] | None = None) -> s
     return " ".join(parts)
 
 
-__all__ = ["Notifier", "LoopLag", "setup_logging", "set_process_name", "resource_report",
-           "cgroup_memory", "NOTICE", "under_journald"]
+__all__ = ["Notifier", "LoopLag", "setup_logging", "set_log_level", "set_process_name",
+           "resource_report", "cgroup_memory", "NOTICE", "LOG_LEVELS", "under_journald"]

@@ -67,6 +67,59 @@ def test_log_lines_carry_syslog_priority_and_instance():
     assert len(lines) == 4  # the traceback stays on one line
 
 
+@pytest.fixture
+def root_logger():
+    """The root logger's handlers and level, restored after a daemon's main() replaced them."""
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    yield root
+    root.handlers[:] = handlers
+    root.setLevel(level)
+
+
+def daemon_stub(asynchronous: bool):
+    """Stands in for a daemon class: logs one NOTICE and one INFO record, then run() is 0."""
+
+    class Daemon:
+        def __init__(self, *args):
+            log = args[-1]  # every daemon takes the marketprism logger last
+            log.log(service.NOTICE, "a notice")
+            log.info("an info")
+
+        def run(self):
+            if asynchronous:
+                async def ran():
+                    return 0
+                return ran()
+            return 0
+
+    return Daemon
+
+
+@pytest.mark.parametrize("module, daemon, argv, tag, asynchronous", [
+    ("supervisor.collector.main", "Collector", ["okx_spot"], "collector[okx_spot]", True),
+    ("supervisor.aggregator.main", "Aggregator", [], "aggregator", True),
+    ("supervisor.analyzer.main", "Analyzer", ["okx_spot"], "analyzer[okx_spot]", False),
+    ("supervisor.nats_bridge.main", "Daemon", ["okx_spot"], "nats-bridge[okx_spot]", True),
+], ids=["collector", "aggregator", "analyzer", "nats-bridge"])
+def test_every_daemon_maps_log_level_notice_to_journal_priority_5(
+        module, daemon, argv, tag, asynchronous, tmp_path, monkeypatch, capsys, root_logger):
+    import faulthandler
+    import importlib
+
+    main = importlib.import_module(module)
+    path = tmp_path / "marketprism.toml"
+    path.write_text('[service]\nlog_level = "notice"\n'
+                    + CFG.split("[instances.binance_spot]")[0] + "[instances.okx_spot.nats]\n")
+    monkeypatch.setenv("MARKETPRISM_SYSLOG_PREFIX", "1")
+    monkeypatch.setattr(main, "set_process_name", lambda role, instance: None)
+    monkeypatch.setattr(faulthandler, "enable", lambda *a, **kw: None)  # the analyzer's
+    monkeypatch.setattr(main, daemon, daemon_stub(asynchronous))
+    assert main.main([*argv, "--config", str(path)]) == 0
+    assert root_logger.level == service.NOTICE
+    assert capsys.readouterr().err.splitlines() == [f"<5>{tag}: a notice"]  # INFO dropped
+
+
 def test_process_name_fits_comm():
     code = ("from supervisor.service import set_process_name;"
             "set_process_name('collector', 'binance_derivatives');"

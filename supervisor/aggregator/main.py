@@ -46,7 +46,13 @@ from supervisor.aggregator.metrics import MarketprismCollector
 from supervisor.aggregator.sources import Sample, Sampler
 from supervisor.aggregator.textfile import write_textfile
 from supervisor.aggregator.units import SystemdView, UnitQuery, service_mode
-from supervisor.service import LoopLag, Notifier, set_process_name, setup_logging
+from supervisor.service import (
+    LoopLag,
+    Notifier,
+    set_log_level,
+    set_process_name,
+    setup_logging,
+)
 
 
 def package_version() -> str:
@@ -277,7 +283,7 @@ def main(argv: list[str] | None = None) -> int:
     except config_mod.ConfigError as exc:
         log.error("configuration error: %s", exc)
         return config_mod.EX_CONFIG
-    logging.getLogger().setLevel(cfg.service.log_level.upper().replace("NOTICE", "INFO"))
+    set_log_level(cfg.service.log_level)
     set_process_name("aggregator", "all")
     return asyncio.run(Aggregator(cfg, log).run())
 

@@ -49,9 +49,9 @@ from supervisor.analyzer.plugins import (
 from supervisor.analyzer.settings import Settings, parse_settings
 from supervisor.analyzer.source import RingSource, SnapshotClient, ZmqSource
 from supervisor.service import (
-    LOG_LEVELS,
     Notifier,
     resource_report,
+    set_log_level,
     set_process_name,
     setup_logging,
 )
@@ -390,7 +390,7 @@ def main(argv: list[str] | None = None) -> int:
     except config_mod.ConfigError as exc:
         log.error("configuration error: %s", exc)
         return config_mod.EX_CONFIG
-    logging.getLogger().setLevel(LOG_LEVELS.get(cfg.service.log_level, logging.INFO))
+    set_log_level(cfg.service.log_level)
     set_process_name("analyzer", inst.name)
     # Aborts and segfaults (a plug-in's native code) print the Python stack to the journal.
     faulthandler.enable()

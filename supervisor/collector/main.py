@@ -37,6 +37,7 @@ from supervisor.service import (
     LoopLag,
     Notifier,
     resource_report,
+    set_log_level,
     set_process_name,
     setup_logging,
 )
@@ -309,7 +310,7 @@ def main(argv: list[str] | None = None) -> int:
     except config_mod.ConfigError as exc:
         log.error("configuration error: %s", exc)
         return config_mod.EX_CONFIG
-    logging.getLogger().setLevel(cfg.service.log_level.upper().replace("NOTICE", "INFO"))
+    set_log_level(cfg.service.log_level)
     set_process_name("collector", inst.name)
     try:
         collector = Collector(cfg, inst, log)

@@ -33,10 +33,10 @@ import psutil
 from supervisor import config as config_mod
 from supervisor.nats_bridge.bridge import Bridge
 from supervisor.service import (
-    LOG_LEVELS,
     LoopLag,
     Notifier,
     resource_report,
+    set_log_level,
     set_process_name,
     setup_logging,
 )
@@ -224,7 +224,7 @@ def main(argv: list[str] | None = None) -> int:
     except config_mod.ConfigError as exc:
         log.error("configuration error: %s", exc)
         return config_mod.EX_CONFIG
-    logging.getLogger().setLevel(LOG_LEVELS.get(cfg.service.log_level, logging.INFO))
+    set_log_level(cfg.service.log_level)
     logging.getLogger("nats").setLevel(logging.CRITICAL)  # its errors reach us as exceptions
     set_process_name("nats-bridge", inst.name)
     try:
