@@ -110,11 +110,9 @@ class RingWriter:
         ValueError
             ``type_id <= 0``, payload too long, or the writer is closed.
         """
-        try:  # cffi passes bytes to `const char *` without a copy
-            rc = _write(self._writer, type_id, payload, len(payload))
-        except TypeError:  # bytearray, memoryview, ...: borrow their buffer
-            view = _from_buffer(payload)
-            rc = _write(self._writer, type_id, view, len(view))
+        if type(payload) is not bytes:  # cffi passes bytes as a pointer without a copy;
+            payload = _from_buffer(payload)  # bytearray, memoryview, ...: borrow the buffer
+        rc = _write(self._writer, type_id, payload, len(payload))
         if rc:
             check(rc, self.path)
         seq = self._next_seq
