@@ -164,8 +164,10 @@ def run_cell(rate: float, tick: float, zmq: bool, sched: str, args: argparse.Nam
         table = cb.instance_toml(name, VENUE, args.symbols, rx, capacity=capacity, zmq=zmq,
                                  analyzer=f'zmq_pub = "tcp://127.0.0.1:{cb.free_port()}", '
                                           'settings = { source = "ring"'
-                                          + (f", wake_coalesce = {args.wake_coalesce}"
-                                             if args.wake_coalesce is not None else "")
+                                          + "".join(f", {key} = {value}" for key, value in
+                                                    (("wake_coalesce", args.wake_coalesce),
+                                                     ("ring_spin", args.ring_spin))
+                                                    if value is not None)
                                           + ' }')
         cfg = cb.write_config(tmp, [table])
         coll = cb.start_collector(name, cfg, ccpu, tmp, stamps_path, fifo_ours)
@@ -366,6 +368,8 @@ def main(argv: list[str] | None = None) -> int:
                          "collector's (the exchange alone on its core, as if elsewhere)")
     ap.add_argument("--wake-coalesce", type=float, default=None,
                     help="the analyzer's wake_coalesce setting, s (default: its default)")
+    ap.add_argument("--ring-spin", type=float, default=None,
+                    help="the analyzer's ring_spin setting, s (default: its default)")
     ap.add_argument("--nice", type=int, default=-20, help="niceness with --sched nice")
     ap.add_argument("--sched", choices=("fifo", "nice"), default="fifo",
                     help="fifo: SCHED_FIFO (replay 2, collector and analyzer 1; root), so "

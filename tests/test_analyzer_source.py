@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import struct
+import threading
+
 import pytest
 
 import shm
+from shm import _layout
 from supervisor.analyzer.settings import parse_settings
 from supervisor.analyzer.source import RingSource
 from supervisor.config import ConfigError
@@ -52,3 +56,58 @@ def test_wake_coalesce_is_a_non_negative_number_of_seconds() -> None:
         parse_settings({"wake_coalesce": -1})
     with pytest.raises(ConfigError, match="wake_coalesce"):
         parse_settings({"wake_coalesce": "fast"})
+
+
+FUTEX_WORD = _layout.DESCRIPTOR_OFFSETS["writer"] + _layout.WRITER_COUNTER_OFFSETS["futex_word"]
+SLEEPERS = _layout.DESCRIPTOR_OFFSETS["sleepers"]
+
+
+def wakes(name: str) -> int:
+    """FUTEX_WAKEs the ring's writer has issued (it bumps the futex word for each)."""
+    with open(shm.segment_path(name), "rb") as file:
+        file.seek(FUTEX_WORD)
+        return struct.unpack("<I", file.read(4))[0]
+
+
+def sleeping(name: str) -> bool:
+    with open(shm.segment_path(name), "rb") as file:
+        file.seek(SLEEPERS)
+        return struct.unpack("<I", file.read(4))[0] == 1
+
+
+@pytest.mark.parametrize("spin, wakes_issued", [(0.0, 1), (30.0, 0)])
+def test_ring_spin_catches_the_next_record_without_a_futex_wake(
+        ring_name: str, spin: float, wakes_issued: int) -> None:
+    """Spinning, the analyzer never registers as a sleeper, so the writer (the collector)
+    publishes without a FUTEX_WAKE; without spin the same record costs one."""
+    with shm.RingWriter(ring_name, capacity=1 << 16) as writer:
+        src = RingSource(ring_name, "an", 64, spin=spin)
+        try:
+            before = wakes(ring_name)
+            got: list = []
+            poller = threading.Thread(target=lambda: got.append(src.poll(30.0)))
+            poller.start()
+            pause = threading.Event()
+            if spin:  # spinning for 30 s, it must not register as a sleeper meanwhile
+                for _ in range(200):
+                    assert not sleeping(ring_name)
+                    pause.wait(0.001)
+            else:  # the write must find the poller asleep on the futex
+                for _ in range(10_000):
+                    if sleeping(ring_name):
+                        break
+                    pause.wait(0.001)
+                assert sleeping(ring_name), "the poller never slept on the futex"
+            writer.write(b"next")
+            poller.join(30.0)
+            assert not poller.is_alive() and got[0] is not None and got[0].count == 1
+            assert wakes(ring_name) - before == wakes_issued
+        finally:
+            src.reader.close()
+
+
+def test_ring_spin_is_a_non_negative_number_of_seconds() -> None:
+    assert parse_settings({}).ring_spin == 0.0
+    assert parse_settings({"ring_spin": 0.0002}).ring_spin == 0.0002
+    with pytest.raises(ConfigError, match="ring_spin"):
+        parse_settings({"ring_spin": -0.1})

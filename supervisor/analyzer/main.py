@@ -140,7 +140,7 @@ class Analyzer:
             if source != "zmq":
                 try:
                     ring = RingSource(inst.ring, inst.analyzer.reader, inst.analyzer.batch,
-                                      self.settings.wake_coalesce)
+                                      self.settings.wake_coalesce, self.settings.ring_spin)
                     self.log.info("attached to ring %s as reader %r; resuming after seq %d",
                                   inst.ring, inst.analyzer.reader, ring.committed_seq)
                     return ring

@@ -15,6 +15,10 @@ wake_coalesce        s          ring: while records keep coming, sleep this long
                                 before reading again rather than asking the writer
                                 for a futex wake per record: less collector CPU, more
                                 latency (0.0002 adds ~0.5 ms to the p99); 0 = off
+ring_spin            s          ring: busy-poll this long for the next record before  0
+                                sleeping on the futex: lower latency, and no futex
+                                wake per record for the collector while records keep
+                                coming; burns the CPU meanwhile; 0 = sleep at once
 publish_interval     s          at most one result per symbol per interval            0.1
 depth_levels         levels     N of the top-N depth imbalance                        5
 windows              s (list)   rolling trade VWAP / volume windows                   1,10,60
@@ -56,6 +60,7 @@ class Settings:
     source: str = "auto"
     ring_wait: float = 10.0
     wake_coalesce: float = 0.0
+    ring_spin: float = 0.0
     publish_interval: float = 0.1
     depth_levels: int = 5
     windows: tuple[float, ...] = (1.0, 10.0, 60.0)
@@ -121,7 +126,7 @@ def _check(path: str, name: str, key: str, value: Any, default: Any) -> Any:
         return value
     if not isinstance(value, int | float):
         raise ConfigError(path, name, f"expected number, got {type(value).__name__} {value!r}")
-    if key in ("plugin_timeout", "ring_wait", "wake_coalesce"):
+    if key in ("plugin_timeout", "ring_wait", "wake_coalesce", "ring_spin"):
         if value < 0:
             raise ConfigError(path, name, f"must be >= 0, got {value!r}")
     elif value <= 0:

@@ -59,11 +59,13 @@ class RingSource:
 
     mode = "ring"
 
-    def __init__(self, ring: str, reader: str, batch: int, coalesce: float = 0.0) -> None:
+    def __init__(self, ring: str, reader: str, batch: int, coalesce: float = 0.0,
+                 spin: float = 0.0) -> None:
         import shm
 
         self.batch_records = batch
         self.coalesce = coalesce
+        self.spin = spin  # busy-poll this long before sleeping on the futex
         self.busy = False  # the last poll returned records
         self.coalesced = 0  # polls that slept ``coalesce`` instead of waiting for a wake
         self.waits = 0  # polls that slept on the ring's futex (the writer wakes them)
@@ -99,7 +101,7 @@ class RingSource:
             self.caught_up = True
             self.waits += 1
             started = time.monotonic()
-            if not reader.wait(timeout):
+            if not reader.wait(timeout, self.spin):
                 # wait() returns at once when the writer closed the ring: do not spin.
                 left = timeout - (time.monotonic() - started)
                 if left > 0.01 and self.writer_state() != "running":

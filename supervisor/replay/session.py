@@ -369,7 +369,7 @@ class Session:
         rate = self.cfg.rate
         tick = self.cfg.tick
         budget = 0.0
-        last = loop.time()
+        last = next_at = loop.time()
         producers = self.producers
         while not self.closed:
             now = loop.time()
@@ -378,7 +378,7 @@ class Session:
                     await asyncio.sleep(self.stalled_until - now)
                     continue
                 self.stalled_until = 0.0
-                last = now
+                last = next_at = now
             schedule = self.schedule
             if schedule:
                 if rate > 0:  # never more than a quarter second of backlog in one burst
@@ -404,6 +404,10 @@ class Session:
             if transport is not None and transport.get_write_buffer_size() > HIGH_WATER:
                 await self.drain()
             elif rate > 0 or not schedule:
-                await asyncio.sleep(tick)
+                # Tick on a fixed grid, not `tick` after the work: sleeping a full tick after
+                # producing made the period tick + work, and the bursts that much larger.
+                # (asyncio rounds timer waits up to whole milliseconds.)
+                next_at = max(next_at + tick, loop.time() - tick)
+                await asyncio.sleep(max(0.0, next_at - loop.time()))
             else:
                 await asyncio.sleep(0)
