@@ -196,7 +196,10 @@ def ring_reader(spec, mode, size, count, rate, ready, out):
     kind = spec["kind"]
     spec["created"].wait()
     reader = shm.RingReader(spec["name"], reader="bench", batch_records=spec["batch"])
-    stalls = probe_stalls() if mode == "latency" and size == 64 else None
+    stalls = None
+    if mode == "latency" and size == 64:
+        stalls = probe_stalls()
+        time.sleep(PROBE_REST_S)
     ready.set()
     spin, wait = spec["spin_us"] / 1e6, reader.wait
     lat = array("q", bytes(8 * count)) if mode == "latency" else None
@@ -296,8 +299,12 @@ def run_once(make, writer, reader, mode, size, count, rate, pin=False, rt=False)
     return row
 
 
-PROBE_NS = 500_000_000  # how long the reader's CPU is probed before a 64 B latency run
+PROBE_NS = 300_000_000  # how long the reader's CPU is probed before a 64 B latency run
 PROBE_GAP_NS = 3_000  # clock reads further apart than this: the CPU was taken away
+# After the probe the reader sleeps this long: a SCHED_FIFO spinner gets 950 ms per 1 s
+# period (sched_rt_runtime_us), and probe + latency run back to back would exceed it; the
+# kernel would then park the reader for the rest of the period, right in the measurement.
+PROBE_REST_S = 1.1
 
 
 def probe_stalls() -> dict:
@@ -466,7 +473,7 @@ def table(results, args, notes) -> str:
                      f"{r['p50']:.1f} | {r['p99']:.1f} | {r['p99.9']:.1f} | {r['lost']} |")
     probed = [r for r in results if r.get("stalls")]
     if probed:
-        lines += ["", "Reader CPU before each 64 B ring latency run (0.5 s spinning in C, "
+        lines += ["", "Reader CPU before each 64 B ring latency run (0.3 s spinning in C, "
                   "median of runs): share of time the CPU was taken away in gaps > 3 µs, "
                   "gaps >= 10 µs per second, and the p99 a reader that costs nothing would "
                   "show there (floor):", "",

@@ -29,12 +29,11 @@ import time
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
-import aiohttp
-
 from supervisor.book import OrderBook
 from supervisor.events import GAP_CHECKSUM, GAP_CROSSED, GAP_RESET, GAP_SEQUENCE, GAP_SNAPSHOT
 from supervisor.exchanges.base import Backoff, Feed
 from supervisor.exchanges.okx_checksum import CHECKSUM_DEPTH, okx_checksum
+from supervisor.exchanges.ws import WebSocket
 
 # Verdicts that are not breaks (breaks are the GAP_* reason strings from events.py).
 SNAPSHOT = "snapshot"  # a snapshot was loaded and verified
@@ -201,7 +200,7 @@ class OkxBookRecovery:
     def snapshot_arrived(self, symbol: str) -> None:
         self.deadlines.pop(symbol, None)
 
-    async def watchdog(self, ws: aiohttp.ClientWebSocketResponse) -> None:
+    async def watchdog(self, ws: WebSocket) -> None:
         """Per connection: resync books whose snapshot is overdue."""
         while not ws.closed:
             await asyncio.sleep(min(1.0, self.snapshot_timeout / 4))

@@ -49,6 +49,7 @@ BOOK_UPDATE = 2  # a book delta (eligible for drop/bad_checksum)
 HIGH_WATER = 1 << 20  # transport bytes buffered before the pump waits for the client
 MAX_QUEUED = 1 << 20  # frames queued for a client that does not read: dropped as too slow
 BURST = 2000  # messages per tick when the rate is unlimited
+MIN_SLEEP = 1e-4  # s: the pump's shortest sleep between ticks of a paced rate
 
 _SMALL_HEADERS = [bytes((0x81, n)) for n in range(126)]  # FIN + text, 7-bit length
 _HDR16 = struct.Struct("!BBH").pack
@@ -406,8 +407,9 @@ class Session:
             elif rate > 0 or not schedule:
                 # Tick on a fixed grid, not `tick` after the work: sleeping a full tick after
                 # producing made the period tick + work, and the bursts that much larger.
-                # (asyncio rounds timer waits up to whole milliseconds.)
+                # Always sleep though (asyncio rounds a timer wait up to a whole millisecond):
+                # behind schedule, a pump at SCHED_FIFO must not keep its core to itself.
                 next_at = max(next_at + tick, loop.time() - tick)
-                await asyncio.sleep(max(0.0, next_at - loop.time()))
+                await asyncio.sleep(max(MIN_SLEEP, next_at - loop.time()))
             else:
                 await asyncio.sleep(0)
