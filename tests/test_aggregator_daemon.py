@@ -567,9 +567,12 @@ def test_sighup_reloads_the_instance_list(start, instances):
 def test_marketprism_status_watch_redraws_until_interrupted(start, instances):
     name = instances.new("w")
     agg = start({name: NO_ANALYZER})
+    # Ctrl-C as at a terminal: a suite started in the background (`make test &`) has SIGINT
+    # ignored, which the CLI would inherit, and Python installs no handler for it then.
     proc = subprocess.Popen([sys.executable, "-m", "supervisor.cli", "status", "--config",
                              str(agg.config), "--watch", "0.1"], cwd=ROOT,
-                            stdout=subprocess.PIPE, text=True)
+                            stdout=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         headers = 0
         deadline = time.monotonic() + 20
