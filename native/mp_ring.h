@@ -376,6 +376,8 @@ int mp_ring_reader_init(mp_ring_reader_t *reader, mp_ring_t *ring, int32_t slot,
     int32_t pid);
 int32_t mp_ring_reader_read(mp_ring_reader_t *reader, mp_ring_batch_t *batch);
 int mp_ring_reader_wait(mp_ring_reader_t *reader, int64_t timeout_ns, int64_t spin_ns);
+int32_t mp_ring_reader_wait_read(mp_ring_reader_t *reader, mp_ring_batch_t *batch,
+    int64_t timeout_ns, int64_t spin_ns);
 int mp_ring_reader_available(const mp_ring_reader_t *reader);
 void mp_ring_reader_commit(mp_ring_reader_t *reader);
 int mp_ring_reader_commit_at(mp_ring_reader_t *reader, int64_t position, int64_t next_seq);

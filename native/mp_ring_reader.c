@@ -502,6 +502,22 @@ int mp_ring_reader_wait(mp_ring_reader_t *reader, int64_t timeout_ns, int64_t sp
     }
 }
 
+/* mp_ring_reader_wait, then mp_ring_reader_read into batch: one call from "nothing yet" to a
+ * filled batch, for a caller that wants the next record as soon as it exists. Returns the
+ * record count or the wait's / read's negative result (batch then holds count 0, lost 0). */
+int32_t mp_ring_reader_wait_read(mp_ring_reader_t *reader, mp_ring_batch_t *batch,
+    int64_t timeout_ns, int64_t spin_ns)
+{
+    batch->count = 0;
+    batch->lost = 0;
+    int rc = mp_ring_reader_wait(reader, timeout_ns, spin_ns);
+    if (rc != MP_RING_SUCCESS)
+    {
+        return rc;
+    }
+    return mp_ring_reader_read(reader, batch);
+}
+
 void mp_ring_reader_commit(mp_ring_reader_t *reader)
 {
     mp_ring_reader_commit_at(reader, reader->position, reader->next_seq);

@@ -20,6 +20,7 @@ __all__ = ["Batch", "Record", "RingReader", "remove_reader"]
 
 _read = C.mp_ring_reader_read
 _wait = C.mp_ring_reader_wait
+_wait_read = C.mp_ring_reader_wait_read
 _TIMEOUT = C.MP_RING_TIMEOUT
 _INTERRUPTED = C.MP_RING_INTERRUPTED
 _STARTS = {"latest": C.MP_RING_START_LATEST, "oldest": C.MP_RING_START_OLDEST}
@@ -173,6 +174,7 @@ class RingReader:
         self.read = partial(next, self._stream)
         self._first_seq = 0
         self._first_lost = 0  # lost just before record 0 of the batch
+        self._fetched = 0  # records get() put in the batch buffers, not yet taken
         self._allocate(batch_records, max(batch_bytes or 1 << 20, self.max_message_length))
 
     def _allocate(self, records: int, data_bytes: int) -> None:
@@ -211,7 +213,8 @@ class RingReader:
         self._pending_lost = 0
 
     def _empty(self, n: int) -> None:
-        """A fetch found nothing (``n == 0``) or failed (``n < 0``, raises)."""
+        """A fetch found nothing (``n == 0``), its wait gave up (timeout, signal) or it failed
+        (any other ``n < 0``: raises)."""
         if n:
             check(n, self.path)
         self._pending_lost += self._batch.lost
@@ -250,7 +253,11 @@ class RingReader:
         :meth:`read_batch` does) ends the batch's iterator too.
         """
         batch = self._batch
-        n = _read(self._reader, batch)
+        n = self._fetched  # get() waited and read in one C call
+        if n:
+            self._fetched = 0
+        else:
+            n = _read(self._reader, batch)
         if n == 1:  # a reader that keeps up: one frame from the C call to the record
             first = batch.first_seq
             lost = batch.lost + self._pending_lost
@@ -272,6 +279,27 @@ class RingReader:
         lost = chain((self._first_lost,), repeat(0))
         return map(_new_record, repeat(Record),
                    zip(self._seqs, self._types[:n], payloads, lost, strict=False))
+
+    def get(self, timeout: float | None = None, spin: float = 0.0) -> Record | None:
+        """The next record, waiting for one if there is none yet; ``None`` if none came.
+
+        :meth:`read` and :meth:`wait` in one: when the ring is empty, a single C call spins
+        ``spin`` seconds, sleeps on the futex up to ``timeout`` and copies what arrived, so
+        a record reaches the caller with one crossing into C after it is written.
+
+        Returns ``None`` on timeout, when a signal interrupted the sleep, or when the writer
+        closed the ring during the wait (as :meth:`wait` returns ``False``).
+        """
+        record = next(self._stream)
+        if record is not None:
+            return record
+        n = _wait_read(self._reader, self._batch, -1 if timeout is None else int(timeout * 1e9),
+                       int(spin * 1e9))
+        if n <= 0:
+            self._empty(n)
+            return None
+        self._fetched = n
+        return next(self._stream)  # type: ignore[no-any-return]
 
     def read_batch(self) -> Batch:
         """Up to ``batch_records`` records in one C call (``count`` may be 0).

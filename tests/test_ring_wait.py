@@ -157,3 +157,64 @@ def test_reader_keeps_up_with_a_paced_writer_in_another_process(ring_name: str,
             seqs.extend(record.seq for record in iter(reader.read, None))
         os.waitpid(pid, 0)
     assert seqs == list(range(1, 201))
+
+
+# ----- get(): read, or wait and read, in one call -----------------------------------------
+def test_get_hands_out_what_is_there_then_none_after_the_timeout(ring_name: str) -> None:
+    with shm.RingWriter(ring_name, capacity=CAPACITY) as writer, \
+            shm.RingReader(ring_name, reader="g") as reader:
+        for payload in (b"a", b"bb", b"ccc"):
+            writer.write(payload)
+        assert [reader.get(0.0).payload for _ in range(3)] == [b"a", b"bb", b"ccc"]
+        assert reader.get(timeout=0.01, spin=0.005) is None
+        reader.commit()
+        assert reader.next_seq == 4
+    with shm.RingReader(ring_name, reader="g") as again:  # the commit covered all three
+        assert again.get(timeout=0) is None
+
+
+@pytest.mark.parametrize("spin", [0.0, 0.5])
+def test_get_returns_the_record_another_process_writes(ring_name: str, spin: float) -> None:
+    shm.RingWriter(ring_name, capacity=CAPACITY).close()
+    reader = shm.RingReader(ring_name)
+    pid = os.fork()
+    if pid == 0:  # child: write once the parent waits (asleep on the futex, or spinning)
+        try:
+            writer = shm.RingWriter(ring_name)
+            if spin:
+                time.sleep(0.05)
+            else:
+                wait_until(lambda: u32(ring_name, SLEEPERS) == 1)
+            writer.write(b"for get")
+        finally:
+            os._exit(0)
+    record = reader.get(timeout=20.0, spin=spin)
+    os.waitpid(pid, 0)
+    assert record is not None and (record.seq, record.payload, record.lost) == (1, b"for get", 0)
+    assert reader.get(timeout=0) is None
+    reader.close()
+
+
+def test_get_reports_a_lap_exactly_once(ring_name: str) -> None:
+    with shm.RingWriter(ring_name, capacity=CAPACITY) as writer, \
+            shm.RingReader(ring_name, reader="g") as reader:
+        writer.write(b"first")
+        assert reader.get(0).seq == 1
+        assert reader.get(0) is None
+        for seq in range(2, 2001):
+            writer.write(seq.to_bytes(4, "little") * 10)
+        oldest = writer.stats().oldest_seq
+        assert 2 < oldest < 2000
+        record = reader.get(1.0)
+        assert (record.seq, record.lost) == (oldest, oldest - 2)
+        rest = list(iter(lambda: reader.get(0), None))
+        assert [r.seq for r in rest] == list(range(oldest + 1, 2001))
+        assert all(r.lost == 0 for r in rest) and reader.lost == oldest - 2
+
+
+def test_get_on_a_closed_reader_raises(ring_name: str) -> None:
+    with shm.RingWriter(ring_name, capacity=CAPACITY):
+        reader = shm.RingReader(ring_name)
+        reader.close()
+        with pytest.raises(ValueError, match="closed"):
+            reader.get(0.01)
