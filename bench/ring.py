@@ -15,10 +15,10 @@ Rows:
 - ``Queue``: ``multiprocessing.Queue`` ``put``/``get``.
 - ``pyzmq ipc``: PUSH/PULL over ``ipc://``, ``send``/``recv``.
 - ``faster-fifo``: ``faster_fifo.Queue`` ``put``/``get`` (row skipped if not installed).
-- ``ring msg``: ``RingWriter.write`` / ``RingReader.get(spin=--spin-us)`` once per message
-  (``get`` returns the next record, or spins then sleeps on the futex until one is written,
-  in one C call). ``ring msg futex``: the same with no spin, the reader goes straight to
-  sleep on the futex (the kernel wake-up is the latency).
+- ``ring msg``: ``RingWriter.write`` / ``RingReader.read() or RingReader.get(spin=--spin-us)``
+  once per message (``get``, when the ring is empty, spins then sleeps on the futex until a
+  record is written and reads it, in one C call). ``ring msg futex``: the same with no spin,
+  the reader goes straight to sleep on the futex (the kernel wake-up is the latency).
 - ``ring batch``: ``write_batch`` of ``--batch`` messages per call / ``read_batch``; the
   reader only counts the records of each batch (touching each payload costs what Python
   costs). Latency: one ``write`` per paced message, reader ``wait`` + ``read_batch``.
@@ -226,9 +226,9 @@ def ring_reader(spec, mode, size, count, rate, ready, out):
                     lat[got + i] = t - unpack(data, offsets[i])[0]
             got += n
     else:
-        got, get, unpack = 0, reader.get, STAMP.unpack_from
+        got, read, get, unpack = 0, reader.read, reader.get, STAMP.unpack_from
         while got < count:
-            record = get(1.0, spin)
+            record = read() or get(1.0, spin)
             if record is None:
                 continue
             if lat is not None:

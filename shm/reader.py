@@ -283,22 +283,22 @@ class RingReader:
     def get(self, timeout: float | None = None, spin: float = 0.0) -> Record | None:
         """The next record, waiting for one if there is none yet; ``None`` if none came.
 
-        :meth:`read` and :meth:`wait` in one: when the ring is empty, a single C call spins
-        ``spin`` seconds, sleeps on the futex up to ``timeout`` and copies what arrived, so
-        a record reaches the caller with one crossing into C after it is written.
+        :meth:`read` and :meth:`wait` in one: when nothing is fetched and pending, a single C
+        call returns what the ring holds or spins ``spin`` seconds, sleeps on the futex up
+        to ``timeout`` and copies what arrived, so a record reaches the caller with one
+        crossing into C after it is written. ``reader.read() or reader.get(timeout)`` keeps
+        :meth:`read`'s per-record speed while records keep coming.
 
         Returns ``None`` on timeout, when a signal interrupted the sleep, or when the writer
         closed the ring during the wait (as :meth:`wait` returns ``False``).
         """
-        record = next(self._stream)
-        if record is not None:
-            return record
-        n = _wait_read(self._reader, self._batch, -1 if timeout is None else int(timeout * 1e9),
-                       int(spin * 1e9))
-        if n <= 0:
-            self._empty(n)
-            return None
-        self._fetched = n
+        if not length_hint(self._seqs):
+            n = _wait_read(self._reader, self._batch,
+                           -1 if timeout is None else int(timeout * 1e9), int(spin * 1e9))
+            if n <= 0:
+                self._empty(n)
+                return None
+            self._fetched = n
         return next(self._stream)  # type: ignore[no-any-return]
 
     def read_batch(self) -> Batch:
