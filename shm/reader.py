@@ -40,7 +40,7 @@ class Record(NamedTuple):
 
 _new_record = tuple.__new__  # tuple.__new__(Record, (...)) skips NamedTuple's Python __new__
 _NOTHING_YET = (None,)  # what the read stream yields for "the ring is empty"
-_HANDED_OUT = iter(())  # _seqs of a one-record batch, handed out as soon as it is fetched
+_HANDED_OUT = iter(())  # _seqs of a one-record batch: nothing left to hand out
 _unpack = ffi.unpack
 
 
@@ -174,7 +174,8 @@ class RingReader:
         self.read = partial(next, self._stream)
         self._first_seq = 0
         self._first_lost = 0  # lost just before record 0 of the batch
-        self._fetched = 0  # records get() put in the batch buffers, not yet taken
+        # get()'s wait-and-read result (a count or a wait's result), for _fill to take
+        self._fetched: int | None = None
         self._allocate(batch_records, max(batch_bytes or 1 << 20, self.max_message_length))
 
     def _allocate(self, records: int, data_bytes: int) -> None:
@@ -194,32 +195,29 @@ class RingReader:
         self._batch = batch
 
     def _fill(self) -> int:
-        """Fetch the next batch from the ring into the read-ahead buffers (one C call)."""
-        n = _read(self._reader, self._batch)
-        if n <= 0:
-            self._empty(n)
-            return 0
-        self._took(n)
-        return n
-
-    def _took(self, n: int) -> None:
-        """Book ``n`` freshly fetched records as the pending read-ahead."""
+        """Fetch the next batch into the read-ahead buffers: one C call, or none when
+        :meth:`get` has just made it (its result waits in ``_fetched``)."""
         batch = self._batch
+        n = self._fetched
+        if n is None:
+            n = _read(self._reader, batch)
+        else:
+            self._fetched = None
+        if n <= 0:
+            if n:
+                check(n, self.path)  # returns a wait's timeout or interruption, raises others
+            self._pending_lost += batch.lost
+            self._count = 0
+            self._seqs = iter(range(0))
+            return 0
         first = batch.first_seq
         self._count = n
-        self._seqs = iter(range(first, first + n))
+        # a lone record is handed out as soon as it is fetched (read() and read_batch())
+        self._seqs = iter(range(first, first + n)) if n > 1 else _HANDED_OUT
         self._first_seq = first
         self._first_lost = batch.lost + self._pending_lost
         self._pending_lost = 0
-
-    def _empty(self, n: int) -> None:
-        """A fetch found nothing (``n == 0``), its wait gave up (timeout, signal) or it failed
-        (any other ``n < 0``: raises)."""
-        if n:
-            check(n, self.path)
-        self._pending_lost += self._batch.lost
-        self._count = 0
-        self._seqs = iter(range(0))
+        return n
 
     def _handed_out(self) -> int:
         """Records of the last batch handed out so far."""
@@ -252,26 +250,14 @@ class RingReader:
         code runs per record. Its first input is ``_seqs``: exhausting ``_seqs`` (as
         :meth:`read_batch` does) ends the batch's iterator too.
         """
-        batch = self._batch
-        n = self._fetched  # get() waited and read in one C call
-        if n:
-            self._fetched = 0
-        else:
-            n = _read(self._reader, batch)
-        if n == 1:  # a reader that keeps up: one frame from the C call to the record
-            first = batch.first_seq
-            lost = batch.lost + self._pending_lost
-            self._pending_lost = 0
-            self._count = 1
-            self._seqs = _HANDED_OUT  # chain returns an iterable's first item in this call
-            self._first_seq = first
-            self._first_lost = lost
-            return (_new_record(Record, (first, self._types[0],
-                                         _unpack(self._data_ptr, self._lengths[0]), lost)),)
-        if n <= 0:
-            self._empty(n)
+        n = self._fill()
+        if not n:
             return _NOTHING_YET
-        self._took(n)
+        if n == 1:  # a reader that keeps up: no chain to build
+            # handed out at once: chain returns an iterable's first item in the same call
+            return (_new_record(Record, (self._first_seq, self._types[0],
+                                         _unpack(self._data_ptr, self._lengths[0]),
+                                         self._first_lost)),)
         offsets = self._offsets[:n]
         lengths = self._lengths[:n]
         blob = self._data[:offsets[n - 1] + lengths[n - 1]].tobytes()
@@ -293,12 +279,9 @@ class RingReader:
         closed the ring during the wait (as :meth:`wait` returns ``False``).
         """
         if not length_hint(self._seqs):
-            n = _wait_read(self._reader, self._batch,
-                           -1 if timeout is None else int(timeout * 1e9), int(spin * 1e9))
-            if n <= 0:
-                self._empty(n)
-                return None
-            self._fetched = n
+            self._fetched = _wait_read(self._reader, self._batch,
+                                       -1 if timeout is None else int(timeout * 1e9),
+                                       int(spin * 1e9))
         return next(self._stream)  # type: ignore[no-any-return]
 
     def read_batch(self) -> Batch:
