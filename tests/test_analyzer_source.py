@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-import struct
 import threading
 
 import pytest
 
 import shm
-from shm import _layout
 from supervisor.analyzer.settings import parse_settings
 from supervisor.analyzer.source import RingSource
 from supervisor.config import ConfigError
+from tests.test_ring_wait import FUTEX_WORD, SLEEPERS, u32, wait_until
 
 
 def test_a_busy_stream_coalesces_instead_of_sleeping_on_the_futex(ring_name: str) -> None:
@@ -58,23 +57,6 @@ def test_wake_coalesce_is_a_non_negative_number_of_seconds() -> None:
         parse_settings({"wake_coalesce": "fast"})
 
 
-FUTEX_WORD = _layout.DESCRIPTOR_OFFSETS["writer"] + _layout.WRITER_COUNTER_OFFSETS["futex_word"]
-SLEEPERS = _layout.DESCRIPTOR_OFFSETS["sleepers"]
-
-
-def wakes(name: str) -> int:
-    """FUTEX_WAKEs the ring's writer has issued (it bumps the futex word for each)."""
-    with open(shm.segment_path(name), "rb") as file:
-        file.seek(FUTEX_WORD)
-        return struct.unpack("<I", file.read(4))[0]
-
-
-def sleeping(name: str) -> bool:
-    with open(shm.segment_path(name), "rb") as file:
-        file.seek(SLEEPERS)
-        return struct.unpack("<I", file.read(4))[0] == 1
-
-
 @pytest.mark.parametrize("spin, wakes_issued", [(0.0, 1), (30.0, 0)])
 def test_ring_spin_catches_the_next_record_without_a_futex_wake(
         ring_name: str, spin: float, wakes_issued: int) -> None:
@@ -83,25 +65,21 @@ def test_ring_spin_catches_the_next_record_without_a_futex_wake(
     with shm.RingWriter(ring_name, capacity=1 << 16) as writer:
         src = RingSource(ring_name, "an", 64, spin=spin)
         try:
-            before = wakes(ring_name)
+            before = u32(ring_name, FUTEX_WORD)  # the writer bumps it for every FUTEX_WAKE
             got: list = []
             poller = threading.Thread(target=lambda: got.append(src.poll(30.0)))
             poller.start()
-            pause = threading.Event()
             if spin:  # spinning for 30 s, it must not register as a sleeper meanwhile
+                pause = threading.Event()
                 for _ in range(200):
-                    assert not sleeping(ring_name)
+                    assert u32(ring_name, SLEEPERS) == 0
                     pause.wait(0.001)
             else:  # the write must find the poller asleep on the futex
-                for _ in range(10_000):
-                    if sleeping(ring_name):
-                        break
-                    pause.wait(0.001)
-                assert sleeping(ring_name), "the poller never slept on the futex"
+                wait_until(lambda: u32(ring_name, SLEEPERS) == 1)
             writer.write(b"next")
             poller.join(30.0)
             assert not poller.is_alive() and got[0] is not None and got[0].count == 1
-            assert wakes(ring_name) - before == wakes_issued
+            assert u32(ring_name, FUTEX_WORD) - before == wakes_issued
         finally:
             src.reader.close()
 
