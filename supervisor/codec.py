@@ -132,13 +132,18 @@ def fixed_point(text: str) -> tuple[int, int]:
     :class:`CodecError` if neither fits.
     """
     m, e = parse_decimal(text)
-    if not -(1 << 63) <= m < (1 << 63) or e < -127:
+    if not _fits(m, e):
         while e < 0 and m % 10 == 0:
             m //= 10
             e += 1
-        if not -(1 << 63) <= m < (1 << 63) or e < -127:
+        if not _fits(m, e):
             raise CodecError(f"decimal out of range: {text!r}")
     return m, e
+
+
+def _fits(mantissa: int, exp: int) -> bool:
+    """An int64 mantissa and an int8 exponent >= -127 (-128 marks "no value")."""
+    return -(1 << 63) <= mantissa < (1 << 63) and exp >= -127
 
 
 class Encoder:
