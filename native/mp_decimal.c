@@ -203,13 +203,17 @@ static int mp_decimal_scale(int64_t m, int k, int64_t *out)
 }
 
 /* Separators between fields: spaces and JSON punctuation, so the input may be plain
- * space-separated text or the JSON text of nested string arrays (orjson.dumps of levels). */
+ * space-separated text or the JSON text of nested arrays (orjson.dumps of levels). */
 static inline int mp_decimal_is_sep(char c)
 {
-    return c == ' ' || c == '"' || c == ',' || c == '[' || c == ']';
+    return c == ' ' || c == ',' || c == '[' || c == ']';
 }
 
-/* Next token in buf[*pos..len): sets *start and *n, returns 0 at the end of input. */
+/* Next field in buf[*pos..len): the contents of a JSON string (so "" is an empty field and
+ * " 5" or "5,1" stay one field, which then fails to parse), or a bare run up to a separator
+ * (plain text, JSON numbers). Sets *start and *n; returns 1, 0 at the end of input, or
+ * MP_DECIMAL_EINVAL for a string with an escape or no closing quote (never a decimal, and
+ * skipping it could misalign the fields after it). */
 static inline int mp_decimal_next_token(const char *buf, size_t len, size_t *pos,
                                         const char **start, size_t *n)
 {
@@ -224,13 +228,31 @@ static inline int mp_decimal_next_token(const char *buf, size_t len, size_t *pos
         return 0;
     }
     size_t j = i;
-    while (j < len && !mp_decimal_is_sep(buf[j]))
+    if (buf[i] == '"')
     {
-        j++;
+        for (j = ++i; j < len && buf[j] != '"'; j++)
+        {
+            if (buf[j] == '\\')
+            {
+                return MP_DECIMAL_EINVAL;
+            }
+        }
+        if (j >= len)
+        {
+            return MP_DECIMAL_EINVAL;
+        }
+        *pos = j + 1;
+    }
+    else
+    {
+        while (j < len && !mp_decimal_is_sep(buf[j]) && buf[j] != '"')
+        {
+            j++;
+        }
+        *pos = j;
     }
     *start = buf + i;
     *n = j - i;
-    *pos = j;
     return 1;
 }
 
@@ -243,7 +265,7 @@ static int mp_decimal_scale_rows(const char *buf, size_t len, int stride, int co
     size_t field = 0, row = 0, pos = 0, n = 0;
     const char *start = NULL;
 
-    while (mp_decimal_next_token(buf, len, &pos, &start, &n))
+    while (mp_decimal_next_token(buf, len, &pos, &start, &n) > 0)
     {
         int col = (int)(field % (size_t)stride);
         if (col < cols)
@@ -278,7 +300,7 @@ static int mp_decimal_column_shortest(const char *buf, size_t len, int stride, i
     const char *start = NULL;
     int best = 0;
 
-    while (mp_decimal_next_token(buf, len, &pos, &start, &n))
+    while (mp_decimal_next_token(buf, len, &pos, &start, &n) > 0)
     {
         mp_decimal_field_t f;
         if ((int)(field % (size_t)stride) == col && mp_decimal_parse_field(start, n, &f) == 0
@@ -299,6 +321,7 @@ int mp_decimal_rows(const char *buf, size_t len, int stride, int cols,
     int shortest[MP_DECIMAL_MAX_COLS] = {0, 0, 0, 0};
     size_t field = 0, row = 0, pos = 0, n = 0;
     const char *start = NULL;
+    int token;
 
     if (cols < 1 || cols > MP_DECIMAL_MAX_COLS || stride < cols)
     {
@@ -307,7 +330,7 @@ int mp_decimal_rows(const char *buf, size_t len, int stride, int cols,
     /* Pass 1: parse every converted field and find each column's largest decimals count.
      * Pass 2 re-parses to scale, which keeps this allocation-free; fields are short, so the
      * second parse is cheap. */
-    while (mp_decimal_next_token(buf, len, &pos, &start, &n))
+    while ((token = mp_decimal_next_token(buf, len, &pos, &start, &n)) > 0)
     {
         int col = (int)(field % (size_t)stride);
         if (col < cols)
@@ -332,6 +355,10 @@ int mp_decimal_rows(const char *buf, size_t len, int stride, int cols,
         {
             row++;
         }
+    }
+    if (token < 0)
+    {
+        return token;
     }
     if (field % (size_t)stride != 0)
     {

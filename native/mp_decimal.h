@@ -27,8 +27,9 @@ enum mp_decimal_result_enum
 /*
  * Parse rows of decimal fields.
  *
- * buf/len:   ASCII text whose fields are separated by runs of ' ', '"', ',', '[' or ']': plain
- *            "7.61 6 7.608 161" or the JSON of string arrays [[["7.61","6"]],[]]; rows of
+ * buf/len:   ASCII text whose fields are JSON strings or bare runs, separated by runs of ' ',
+ *            ',', '[' or ']': plain "7.61 6 7.608 161" or the JSON of arrays
+ *            [[["7.61","6"]],[]] (a string's contents are one field, "" included); rows of
  *            `stride` fields each, of which the first `cols` are converted (extra venue fields
  *            skipped).
  * out:       row-major int64 mantissas, max_rows * cols entries.

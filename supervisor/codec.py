@@ -39,8 +39,8 @@ NamedTuple's fields>}`` with decimals as the venue's strings (:func:`to_json`).
 
 from __future__ import annotations
 
+import re
 import struct
-from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from supervisor import jsonlib
@@ -80,6 +80,9 @@ _FIELDS: dict[Kind, tuple[str, ...]] = {
     Kind.GAP: ("t", "t"),
 }
 _NO_VALUE_EXP = -128  # decimal field left empty by the venue ("")
+_DECIMAL_TEXT = re.compile(r"([+-]?)(?P<int>[0-9]*)(?:\.(?P<frac>[0-9]*))?([eE][+-]?[0-9]+)?",
+                           re.ASCII)
+_MAX_EXP10 = 4000  # most digits, and largest net exponent, parse_decimal takes
 DECIMAL_CACHE_MAX = 65_536  # decimal texts an Encoder remembers (cleared in place when full)
 
 KIND_NAMES = {kind: kind.name.lower() for kind in Kind}
@@ -104,23 +107,26 @@ def format_decimal(mantissa: int, exp: int) -> str:
 
 def parse_decimal(text: str) -> tuple[int, int]:
     """(mantissa, exp) of one decimal string as written (its decimals, any size); see
-    :func:`fixed_point` for the range-checked form the ring stores."""
-    if "e" in text or "E" in text:
-        try:
-            sign, digits, exp = Decimal(text).as_tuple()
-        except InvalidOperation:
-            raise CodecError(f"not a decimal: {text!r}") from None
-        if not isinstance(exp, int):  # NaN, Infinity
-            raise CodecError(f"not a finite decimal: {text!r}")
-        m = int("".join(map(str, digits)) or "0")
-        if exp > 0:
-            m, exp = m * 10**exp, 0
-        return (-m if sign else m), int(exp)
-    ip, _, fp = text.partition(".")
-    digits = ip + fp
-    if not digits.lstrip("+-").isdigit():
+    :func:`fixed_point` for the range-checked form the ring stores.
+
+    The grammar is the C kernels': ``[+-]digits[.digits][e[+-]digits]`` in ASCII, with at
+    least one digit before the exponent. Anything else (``"--5"``, ``" 5"``, ``"1_0"``,
+    non-ASCII digits, NaN) raises :class:`CodecError`, as do more than 4000 digits or a
+    net exponent beyond ``±4000`` (refused as out of range; it keeps ``10**exp`` cheap).
+    """
+    match = _DECIMAL_TEXT.fullmatch(text)
+    if match is None or not (match["int"] or match["frac"]):
         raise CodecError(f"not a decimal: {text!r}")
-    return int(digits), -len(fp)
+    sign, ip, fp, exp_text = match.groups(default="")
+    exp = -len(fp)
+    if exp_text:
+        exp += int(exp_text[1:])
+    if abs(exp) > _MAX_EXP10 or len(ip) + len(fp) > _MAX_EXP10:
+        raise CodecError(f"decimal out of range: {text!r}")
+    m = int(ip + fp)
+    if exp > 0:
+        m, exp = m * 10**exp, 0
+    return (-m if sign == "-" else m), exp
 
 
 def fixed_point(text: str) -> tuple[int, int]:

@@ -167,6 +167,35 @@ def test_decimals_that_do_not_fit_even_stripped_are_refused_by_all_three_paths(t
         codec.Encoder().encode(BookDelta("BTC-USDT", 2, *HDR, 1, [[text, "1"]], []))
 
 
+@pytest.mark.parametrize("text", ["--5", "+-5", "5-", "\u0661\u0662", "\uff15", " 5", "5 ",
+                                  "5,1", "1_0", "1.2.3", ".", "+", "e5", "1e", "1e+", "nan",
+                                  "inf", "0x10", '5"', "1e4001"])
+def test_malformed_decimals_are_refused_by_all_three_paths(text):
+    assert three_paths(text) == ["refused"] * 3
+    with pytest.raises(codec.CodecError):
+        codec.fixed_point(text)
+
+
+@given(st.text("0123456789.+-eE ,\"\\[]\u0661", min_size=1, max_size=12))
+def test_the_three_paths_agree_on_any_text(text):
+    got = three_paths(text)  # ("" is a trade's "no value" but no book level: not compared)
+    assert got == [got[0]] * 3
+
+
+def test_a_book_field_is_a_whole_json_string():
+    """Each string is one field: an empty extra field keeps its place, and a string that
+    only splits into decimals at a comma or space is refused, not read as two fields. A
+    string with an escape refuses the event even in a column that is not converted:
+    skipping it could shift the fields after it."""
+    enc = codec.Encoder()
+    kind, view = enc.encode(BookDelta("BTC-USDT", 2, *HDR, 1, [["5", "1", ""]], []))
+    rec = codec.BookRecord(kind, bytes(view))
+    assert (rec.levels[0], rec.levels[1], rec.n_bids) == (5, 1, 1)
+    for level in (["5,1", ""], ["5 1", ""], ['5","1', ""], ["5", "1", 'x"', "2"]):
+        with pytest.raises(codec.CodecError, match="not encodable"):
+            enc.encode(BookDelta("BTC-USDT", 2, *HDR, 1, [level], []))
+
+
 padded = st.builds(lambda sign, ip, fp, pad: f"{sign}{ip}.{fp}" + "0" * pad,
                    st.sampled_from(["", "-"]),
                    st.one_of(st.integers(0, 10**20), st.sampled_from([922337204, 9223372036])),
@@ -203,3 +232,12 @@ def test_a_book_column_falls_back_to_its_shortest_form_on_its_own(prices, size):
     assert rec.size_exp == written_and_shortest(size)[0][1]  # as written: it fits
     assert codec.decode(kind, bytes(view)).bids == [
         [codec.format_decimal(m, rec.price_exp), size] for m in expected[1]]
+
+
+def test_the_row_kernel_refuses_an_unterminated_string():
+    from supervisor._kernels import ffi, lib
+
+    out = ffi.new("uint8_t[]", 64)  # -1 is MP_DECIMAL_EINVAL; 32 the end of one level
+    for text, result in ((b'[["5","1"]]', 32), (b'[["5","1', -1),
+                         (b"5 1", 32), (b'5 "1', -1)):
+        assert lib.mp_book_body_encode(text, len(text), 2, 1, 0, out, 0, 64) == result
