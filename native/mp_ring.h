@@ -70,6 +70,7 @@ enum
     MP_RING_SLOT_LENGTH = 256,
     MP_RING_DESCRIPTOR_LENGTH = 512,
     MP_RING_PAGE_LENGTH = 4096,
+    MP_RING_FORMAT_ITEM = 24, /* mp_ring_batch_format: a gap and a length, 11 characters each */
     MP_RING_MIN_CAPACITY = 4096,
     MP_RING_MAX_CAPACITY = 1 << 30,
     MP_RING_MAX_READERS = 1024,
@@ -375,6 +376,11 @@ int mp_ring_slot_release(mp_ring_t *ring, int32_t index);
 int mp_ring_reader_init(mp_ring_reader_t *reader, mp_ring_t *ring, int32_t slot, int32_t start,
     int32_t pid);
 int32_t mp_ring_reader_read(mp_ring_reader_t *reader, mp_ring_batch_t *batch);
+/* The struct format ("64s70s2x...") that unpacks a batch's payloads from its data as
+ * bytes objects, skipping the alignment padding: RingReader.read() cuts a whole batch into
+ * payloads with one struct call instead of a slice per record. Returns the format's length,
+ * or -1 when `capacity` (MP_RING_FORMAT_ITEM per record is enough) is too small. */
+int32_t mp_ring_batch_format(const mp_ring_batch_t *batch, char *out, int32_t capacity);
 int mp_ring_reader_wait(mp_ring_reader_t *reader, int64_t timeout_ns, int64_t spin_ns);
 int32_t mp_ring_reader_wait_read(mp_ring_reader_t *reader, mp_ring_batch_t *batch,
     int64_t timeout_ns, int64_t spin_ns);

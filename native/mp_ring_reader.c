@@ -413,6 +413,46 @@ int32_t mp_ring_reader_read(mp_ring_reader_t *reader, mp_ring_batch_t *batch)
     return 0; /* lapped on every attempt; batch->lost says how much went by */
 }
 
+/* Writes the decimal digits of v >= 0 at out; returns how many. */
+static inline int32_t mp_ring_put_decimal(char *out, int32_t v)
+{
+    char tmp[10];
+    int32_t n = 0;
+    do
+    {
+        tmp[n++] = (char)('0' + v % 10);
+        v /= 10;
+    } while (v > 0);
+    for (int32_t i = 0; i < n; i++)
+    {
+        out[i] = tmp[n - 1 - i];
+    }
+    return n;
+}
+
+int32_t mp_ring_batch_format(const mp_ring_batch_t *batch, char *out, int32_t capacity)
+{
+    int64_t end = 0; /* where the previous payload ended in batch->data */
+    int32_t used = 0;
+    for (int32_t i = 0; i < batch->count; i++)
+    {
+        int32_t gap = (int32_t)(batch->offsets[i] - end);
+        if (used + MP_RING_FORMAT_ITEM > capacity)
+        {
+            return -1;
+        }
+        if (gap > 0)
+        {
+            used += mp_ring_put_decimal(out + used, gap);
+            out[used++] = 'x';
+        }
+        used += mp_ring_put_decimal(out + used, batch->lengths[i]);
+        out[used++] = 's';
+        end = batch->offsets[i] + batch->lengths[i];
+    }
+    return used;
+}
+
 int mp_ring_reader_available(const mp_ring_reader_t *reader)
 {
     if (reader->ring == NULL)

@@ -7,7 +7,8 @@ from collections import deque
 from collections.abc import Iterator
 from functools import partial
 from itertools import chain, repeat
-from operator import add, length_hint
+from operator import length_hint
+from struct import Struct
 from types import TracebackType
 from typing import Literal, NamedTuple
 
@@ -19,6 +20,7 @@ from shm.stats import RingStats, read_stats
 __all__ = ["Batch", "Record", "RingReader", "remove_reader"]
 
 _read = C.mp_ring_reader_read
+_format = C.mp_ring_batch_format
 _wait = C.mp_ring_reader_wait
 _wait_read = C.mp_ring_reader_wait_read
 _TIMEOUT = C.MP_RING_TIMEOUT
@@ -187,6 +189,9 @@ class RingReader:
                  for array, code in zip(self._arrays, "iiiq", strict=True)]
         self._data = memoryview(self._buffer)
         self._offsets, self._lengths, self._types, self._ends = views
+        # mp_ring_batch_format's output: the struct format cutting a batch into payloads
+        self._format_capacity = records * C.MP_RING_FORMAT_ITEM
+        self._format = ffi.new("char[]", self._format_capacity)
         batch = ffi.new("mp_ring_batch_t *")
         batch.data = self._data_ptr
         batch.data_capacity = data_bytes
@@ -245,10 +250,11 @@ class RingReader:
     def _next_batch_records(self) -> Iterator[Record | None]:
         """Fetch a batch; return an iterator over its records, or over ``(None,)`` if empty.
 
-        ``_stream`` chains these iterators: a C-level ``map``/``zip`` over the batch (one
-        copy of the payload bytes into a ``bytes`` blob, sliced per record), so no Python
-        code runs per record. Its first input is ``_seqs``: exhausting ``_seqs`` (as
-        :meth:`read_batch` does) ends the batch's iterator too.
+        ``_stream`` chains these iterators: a C-level ``map``/``zip`` over the batch, whose
+        payloads one ``struct`` call cuts out of the buffer (the format comes from
+        ``mp_ring_batch_format``), so no Python code runs per record. Its first input is
+        ``_seqs``: exhausting ``_seqs`` (as :meth:`read_batch` does) ends the batch's
+        iterator too.
         """
         n = self._fill()
         if not n:
@@ -258,10 +264,9 @@ class RingReader:
             return (_new_record(Record, (self._first_seq, self._types[0],
                                          _unpack(self._data_ptr, self._lengths[0]),
                                          self._first_lost)),)
-        offsets = self._offsets[:n]
-        lengths = self._lengths[:n]
-        blob = self._data[:offsets[n - 1] + lengths[n - 1]].tobytes()
-        payloads = map(blob.__getitem__, map(slice, offsets, map(add, offsets, lengths)))
+        # one struct call makes every payload a bytes object (one copy each, no slices)
+        cut = _unpack(self._format, _format(self._batch, self._format, self._format_capacity))
+        payloads = Struct(cut).unpack_from(self._buffer)
         lost = chain((self._first_lost,), repeat(0))
         return map(_new_record, repeat(Record),
                    zip(self._seqs, self._types[:n], payloads, lost, strict=False))

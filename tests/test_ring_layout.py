@@ -60,3 +60,17 @@ def test_data_region_starts_where_python_expects(ring_name: str) -> None:
     assert header["magic"] == _layout.MAGIC
     assert header["data_offset"] == _layout.data_offset(20)
     assert header["max_message_length"] == 8192 // 8
+
+
+def test_batch_format_cuts_payloads_and_skips_alignment_padding():
+    """mp_ring_batch_format writes the struct format read() uses to cut a batch: one
+    ``Ns`` per record and an ``Nx`` for the padding before it."""
+    offsets, lengths = [0, 8, 8, 16, 280], [5, 0, 8, 260, 3]
+    arrays = ffi.new("int32_t[]", offsets), ffi.new("int32_t[]", lengths)  # kept alive here
+    batch = ffi.new("mp_ring_batch_t *")
+    batch.offsets, batch.lengths = arrays
+    batch.count = len(offsets)
+    out = ffi.new("char[]", len(offsets) * C.MP_RING_FORMAT_ITEM)
+    n = C.mp_ring_batch_format(batch, out, len(out))
+    assert ffi.unpack(out, n) == b"5s3x0s8s260s4x3s"
+    assert C.mp_ring_batch_format(batch, out, C.MP_RING_FORMAT_ITEM) == -1  # too small
