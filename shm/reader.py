@@ -42,7 +42,7 @@ class Record(NamedTuple):
 
 _new_record = tuple.__new__  # tuple.__new__(Record, (...)) skips NamedTuple's Python __new__
 _NOTHING_YET = (None,)  # what the read stream yields for "the ring is empty"
-_HANDED_OUT = iter(())  # _seqs of a one-record batch: nothing left to hand out
+_HANDED_OUT = iter(())  # _seqs when nothing of the batch is left to hand out
 _unpack = ffi.unpack
 
 
@@ -176,8 +176,6 @@ class RingReader:
         self.read = partial(next, self._stream)
         self._first_seq = 0
         self._first_lost = 0  # lost just before record 0 of the batch
-        # get()'s wait-and-read result (a count or a wait's result), for _fill to take
-        self._fetched: int | None = None
         self._allocate(batch_records, max(batch_bytes or 1 << 20, self.max_message_length))
 
     def _allocate(self, records: int, data_bytes: int) -> None:
@@ -199,25 +197,22 @@ class RingReader:
         batch.max_records = records
         self._batch = batch
 
-    def _fill(self) -> int:
-        """Fetch the next batch into the read-ahead buffers: one C call, or none when
-        :meth:`get` has just made it (its result waits in ``_fetched``)."""
+    def _fill(self, n: int) -> int:
+        """Book the batch a C read (or wait-and-read) just fetched; ``n`` is its result.
+        Returns the record count (0 for none, a wait's timeout or interruption)."""
         batch = self._batch
-        n = self._fetched
-        if n is None:
-            n = _read(self._reader, batch)
-        else:
-            self._fetched = None
         if n <= 0:
             if n:
                 check(n, self.path)  # returns a wait's timeout or interruption, raises others
-            self._pending_lost += batch.lost
+            lost = batch.lost
+            if lost:
+                self._pending_lost += lost
             self._count = 0
-            self._seqs = iter(range(0))
+            self._seqs = _HANDED_OUT
             return 0
         first = batch.first_seq
         self._count = n
-        # a lone record is handed out as soon as it is fetched (read() and read_batch())
+        # a lone record is handed out as soon as it is fetched (read(), get(), read_batch())
         self._seqs = iter(range(first, first + n)) if n > 1 else _HANDED_OUT
         self._first_seq = first
         self._first_lost = batch.lost + self._pending_lost
@@ -248,7 +243,9 @@ class RingReader:
         return next(self._stream)
 
     def _next_batch_records(self) -> Iterator[Record | None]:
-        """Fetch a batch; return an iterator over its records, or over ``(None,)`` if empty.
+        """An iterator over the next batch's records, or over ``(None,)`` if the ring is
+        empty. The batch is fetched here, unless :meth:`get` has just booked one whose
+        records are all still pending.
 
         ``_stream`` chains these iterators: a C-level ``map``/``zip`` over the batch, whose
         payloads one ``struct`` call cuts out of the buffer (the format comes from
@@ -256,14 +253,17 @@ class RingReader:
         ``_seqs``: exhausting ``_seqs`` (as :meth:`read_batch` does) ends the batch's
         iterator too.
         """
-        n = self._fill()
-        if not n:
-            return _NOTHING_YET
-        if n == 1:  # a reader that keeps up: no chain to build
-            # handed out at once: chain returns an iterable's first item in the same call
-            return (_new_record(Record, (self._first_seq, self._types[0],
-                                         _unpack(self._data_ptr, self._lengths[0]),
-                                         self._first_lost)),)
+        if not length_hint(self._seqs):
+            n = self._fill(_read(self._reader, self._batch))
+            if n <= 1:  # empty, or a reader that keeps up: no chain to build
+                if not n:
+                    return _NOTHING_YET
+                # handed out at once: chain returns an iterable's first item in the same
+                # call. (get() builds a lone record the same way: a helper costs a frame.)
+                return (_new_record(Record, (self._first_seq, self._types[0],
+                                             _unpack(self._data_ptr, self._lengths[0]),
+                                             self._first_lost)),)
+        n = self._count
         # one struct call makes every payload a bytes object (one copy each, no slices)
         cut = _unpack(self._format, _format(self._batch, self._format, self._format_capacity))
         payloads = Struct(cut).unpack_from(self._buffer)
@@ -284,9 +284,15 @@ class RingReader:
         closed the ring during the wait (as :meth:`wait` returns ``False``).
         """
         if not length_hint(self._seqs):
-            self._fetched = _wait_read(self._reader, self._batch,
-                                       -1 if timeout is None else int(timeout * 1e9),
-                                       int(spin * 1e9))
+            n = self._fill(_wait_read(self._reader, self._batch,
+                                      -1 if timeout is None else int(timeout * 1e9),
+                                      int(spin * 1e9) if spin else 0))
+            if n <= 1:  # the read stream's iterator is spent: nothing for it to hand out
+                if not n:
+                    return None
+                return _new_record(Record, (self._first_seq, self._types[0],
+                                            _unpack(self._data_ptr, self._lengths[0]),
+                                            self._first_lost))
         return next(self._stream)  # type: ignore[no-any-return]
 
     def read_batch(self) -> Batch:
@@ -298,7 +304,7 @@ class RingReader:
         i = self._handed_out()
         count = self._count
         if i >= count:
-            count = self._fill()
+            count = self._fill(_read(self._reader, self._batch))
             if not count:
                 return Batch(0, self._batch.first_seq, 0, self._data, self._offsets,
                              self._lengths, self._types)
