@@ -220,7 +220,8 @@ int mp_ring_unlock(int fd, int32_t which);
 int mp_ring_lock_held(int fd, int32_t which);
 
 int mp_ring_writer_attach(mp_ring_writer_t *writer, mp_ring_t *ring, int32_t pid);
-int mp_ring_write(mp_ring_writer_t *writer, int32_t type, const char *payload, int32_t length);
+int64_t mp_ring_write(mp_ring_writer_t *writer, int32_t type, const char *payload,
+    int32_t length);
 int mp_ring_write_batch(mp_ring_writer_t *writer, int32_t type, const char *data,
     int64_t data_length, const int32_t *lengths, int32_t count);
 void mp_ring_writer_heartbeat(mp_ring_writer_t *writer);

@@ -521,7 +521,8 @@ static inline int mp_ring_check_write(const mp_ring_writer_t *writer, int32_t ty
     return MP_RING_SUCCESS;
 }
 
-int mp_ring_write(mp_ring_writer_t *writer, int32_t type, const void *payload, int32_t length)
+int64_t mp_ring_write(mp_ring_writer_t *writer, int32_t type, const void *payload,
+    int32_t length)
 {
     int result = mp_ring_check_write(writer, type, length);
     if (result != MP_RING_SUCCESS)
@@ -530,10 +531,11 @@ int mp_ring_write(mp_ring_writer_t *writer, int32_t type, const void *payload, i
     }
     int32_t record_length = length + MP_RING_RECORD_HEADER_LENGTH;
     mp_ring_writer_claim(writer, mp_ring_writer_span(writer->ring, writer->tail, record_length));
+    int64_t seq = writer->next_seq;
     mp_ring_writer_put(writer, type, payload, length);
     mp_ring_writer_publish(writer);
     mp_ring_writer_signal(writer);
-    return MP_RING_SUCCESS;
+    return seq;
 }
 
 int mp_ring_write_batch(mp_ring_writer_t *writer, int32_t type, const void *data,

@@ -79,7 +79,6 @@ class RingWriter:
             raise
         self._segment = segment
         self._writer = writer
-        self._next_seq: int = writer.next_seq
         self.name = name
         self.path = segment.path
         self.capacity: int = segment.ring.capacity
@@ -88,7 +87,7 @@ class RingWriter:
     @property
     def next_seq(self) -> int:
         """The sequence number the next record will get."""
-        return self._next_seq
+        return self._writer.next_seq  # type: ignore[no-any-return]
 
     def write(self, payload: BytesLike, type_id: int = 1) -> int:
         """Append one record and wake sleeping readers.
@@ -112,12 +111,10 @@ class RingWriter:
         """
         if type(payload) is not bytes:  # cffi passes bytes as a pointer without a copy;
             payload = _from_buffer(payload)  # bytearray, memoryview, ...: borrow the buffer
-        rc = _write(self._writer, type_id, payload, len(payload))
-        if rc:
-            check(rc, self.path)
-        seq = self._next_seq
-        self._next_seq = seq + 1
-        return seq
+        seq = _write(self._writer, type_id, payload, len(payload))
+        if seq < 0:
+            check(seq, self.path)
+        return seq  # type: ignore[no-any-return]
 
     def write_batch(self, data: BytesLike, lengths: array | list[int],
                     type_id: int = 1) -> int:
@@ -145,13 +142,11 @@ class RingWriter:
             counts = _from_buffer("int32_t[]", lengths)
         else:
             counts = ffi.new("int32_t[]", lengths)
-        count = len(lengths)
-        rc = _write_batch(self._writer, type_id, view, len(view), counts, count)
+        seq = self._writer.next_seq
+        rc = _write_batch(self._writer, type_id, view, len(view), counts, len(lengths))
         if rc:
             check(rc, self.path)
-        seq = self._next_seq
-        self._next_seq = seq + count
-        return seq
+        return seq  # type: ignore[no-any-return]
 
     def write_many(self, payloads: Iterable[bytes], type_id: int = 1) -> int:
         """Append several payloads in one C call; returns the first record's sequence."""
@@ -190,7 +185,7 @@ class RingWriter:
         self.close()
 
     def __repr__(self) -> str:
-        return f"RingWriter({self.name!r}, capacity={self.capacity}, next_seq={self._next_seq})"
+        return f"RingWriter({self.name!r}, capacity={self.capacity}, next_seq={self.next_seq})"
 
 
 def _create_or_open(name: str, capacity: int | None, max_readers: int | None) -> Segment:
