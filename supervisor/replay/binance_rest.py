@@ -26,8 +26,8 @@ PERIOD_MS = {"m": 60_000, "h": 3_600_000, "d": 86_400_000}
 
 def _book(m: Market, levels: list[tuple[int, int]]) -> str:
     """Snapshot levels (tick, lots) as ``["price","size"]`` pairs."""
-    px, sz, pr, sr = m.px.cache, m.sz.cache, m.px.render, m.sz.render
-    return ",".join([f'["{px.get(t) or pr(t)}","{sz.get(n) or sr(n)}"]' for t, n in levels])
+    px, sz = m.px.cache, m.sz.cache  # TextCache: a miss renders
+    return ",".join([f'["{px[t]}","{sz[n]}"]' for t, n in levels])
 
 
 def _error(status: int, retry_after: float) -> web.Response:

@@ -44,16 +44,19 @@ VERSION = "1.2.26"
 def _actions(m: Market, changes: list[tuple[int, int, bool]]) -> str:
     """Event changes as ``["new"|"change"|"delete", price, amount]`` (a level that came and
     went inside one event is left out)."""
-    px, sz, pr, sr = m.px.cache, m.sz.cache, m.px.render, m.sz.render
-    return ",".join([
-        f'["{"change" if was else "new"}",{px.get(t) or pr(t)},{sz.get(n) or sr(n)}]' if n else
-        f'["delete",{px.get(t) or pr(t)},0.0]'
-        for t, n, was in changes if n or was])
+    px, sz = m.px.cache, m.sz.cache  # TextCache: a miss renders
+    out = []  # a loop, not a comprehension: cheaper for an event's 0-3 changes
+    for t, n, was in changes:
+        if n:
+            out.append(f'["{"change" if was else "new"}",{px[t]},{sz[n]}]')
+        elif was:
+            out.append(f'["delete",{px[t]},0.0]')
+    return ",".join(out)
 
 
 def _snapshot_levels(m: Market, levels: list[tuple[int, int]]) -> str:
-    px, sz, pr, sr = m.px.cache, m.sz.cache, m.px.render, m.sz.render
-    return ",".join([f'["new",{px.get(t) or pr(t)},{sz.get(n) or sr(n)}]' for t, n in levels])
+    px, sz = m.px.cache, m.sz.cache
+    return ",".join([f'["new",{px[t]},{sz[n]}]' for t, n in levels])
 
 
 def render_change(st: Stream, ev: Any) -> bytes:
@@ -299,12 +302,12 @@ class DeribitSession(Session):
         "tick_direction"}``."""
         m = st.market
         ev = m.next_trade()
-        px = m.price_text(ev.tick)
+        px = m.px.cache[ev.tick]
         self._push(st, f'[{{"trade_seq":{ev.trade_id},"trade_id":"{ev.trade_id}",'
                        f'"timestamp":{ev.ts_ms},"tick_direction":{0 if ev.buy else 2},'
                        f'"price":{px},"mark_price":{px},"instrument_name":"{m.symbol}",'
                        f'"index_price":{px},"direction":"{"buy" if ev.buy else "sell"}",'
-                       f'"amount":{m.size_text(ev.lots)}}}]')
+                       f'"amount":{m.sz.cache[ev.lots]}}}]')
 
     def produce_ticker(self, st: Stream) -> None:
         """``ticker``: best bid/ask, mark/index price, open interest and (perpetuals) funding."""

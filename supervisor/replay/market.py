@@ -32,6 +32,8 @@ import random
 import time
 import zlib
 from bisect import bisect_left, insort
+from collections.abc import Callable
+from math import floor
 from typing import NamedTuple
 
 MIN_DEPTH = 120  # levels per side the walk keeps at least (>= 100 promised)
@@ -99,6 +101,23 @@ def fixed(units: int, decimals: int) -> str:
 FMT_CACHE_MAX = 1 << 16  # texts one Fmt keeps (a soak run would otherwise keep every price)
 
 
+class TextCache(dict[int, str]):
+    """An :class:`Fmt`'s texts by integer; ``cache[n]`` renders (and keeps) a missing one.
+
+    Renderers index it directly: one subscript per price or size, where ``.get(n) or
+    render(n)`` cost a method call and a branch on the hottest lines of the replay.
+    """
+
+    __slots__ = ("render",)
+
+    def __init__(self, render: Callable[[int], str]) -> None:
+        super().__init__()
+        self.render = render
+
+    def __missing__(self, n: int) -> str:
+        return self.render(n)
+
+
 class Fmt:
     """Renders an integer (ticks or lots) as the venue's decimal text, cached.
 
@@ -113,7 +132,7 @@ class Fmt:
         self.unit = unit * 10 ** (out - decimals)
         self.decimals = out
         self.style = style
-        self.cache: dict[int, str] = {}
+        self.cache = TextCache(self.render)
 
     def render(self, n: int) -> str:
         s = fixed(n * self.unit, self.decimals)
@@ -152,12 +171,32 @@ class Side:
         elif levels.pop(key, None) is not None:
             del self.keys[bisect_left(self.keys, key)]
 
+    def resize(self, key: int, lots: int) -> None:
+        """:meth:`set` for a level that exists and stays (``lots`` > 0): no key list work."""
+        touched = self.touched
+        if key not in touched:
+            touched[key] = True
+        self.levels[key] = lots
+
+    def remove(self, key: int) -> None:
+        """:meth:`set` ``(key, 0)`` for a level that exists."""
+        touched = self.touched
+        if key not in touched:
+            touched[key] = True
+        del self.levels[key]
+        keys = self.keys
+        del keys[bisect_left(keys, key)]
+
     def flush(self) -> list[tuple[int, int, bool]]:
         """The pending window as (tick, lots now, existed before); clears it."""
-        levels = self.levels
-        sign = self.sign
-        out = [(sign * k, levels.get(k, 0), was) for k, was in self.touched.items()]
-        self.touched = {}
+        touched = self.touched
+        out: list[tuple[int, int, bool]] = []
+        if touched:  # a loop: on Python 3.11 cheaper than a comprehension for 0-3 changes
+            self.touched = {}
+            get = self.levels.get
+            sign = self.sign
+            for k, was in touched.items():
+                out.append((sign * k, get(k, 0), was))
         return out
 
     def top(self, n: int) -> list[tuple[int, int]]:
@@ -170,12 +209,14 @@ class Side:
 class Book:
     """Random-walk book: modify / insert / remove near the top, depth kept in bounds."""
 
-    __slots__ = ("bids", "asks", "rng", "max_lots", "anchor")
+    __slots__ = ("bids", "asks", "rng", "max_lots", "anchor", "_twice_anchor", "_pull_scale")
 
     def __init__(self, mid: int, max_lots: int, rng: random.Random) -> None:
         self.rng = rng
         self.max_lots = max_lots
         self.anchor = mid
+        self._twice_anchor = 2 * mid  # up_bias terms, computed once
+        self._pull_scale = mid * 0.16
         self.bids = Side(-1)
         self.asks = Side(1)
         rnd = rng.random
@@ -198,42 +239,66 @@ class Book:
     def up_bias(self) -> float:
         """Probability that a price-moving change moves the mid up: a pull toward the
         anchor (at 2% away, moves toward it are 75% likely) keeps the walk bounded."""
-        drift = (self.asks.keys[0] - self.bids.keys[0] - 2 * self.anchor) / (self.anchor * 0.16)
-        return 0.5 - max(-0.25, min(0.25, drift))
+        drift = (self.asks.keys[0] - self.bids.keys[0] - self._twice_anchor) / self._pull_scale
+        if drift > 0.25:
+            return 0.25
+        if drift < -0.25:
+            return 0.75
+        return 0.5 - drift
 
-    def step(self, up: float) -> None:
-        """One book change (possibly plus a depth-keeping change at the far end)."""
+    def step(self, up: float, n: int = 1) -> None:
+        """``n`` book changes, each possibly plus a depth-keeping change at the far end.
+
+        One call per event rather than per change: the locals below are looked up once.
+        Levels picked from ``keys`` exist, so they take the cheaper ``resize`` / ``remove``
+        (sizes are ``floor(max_lots ** r)`` >= 1: a resize never removes). ``floor`` is
+        ``int`` on the non-negative floats here, and a much cheaper call.
+        """
         rnd = self.rng.random
-        r = rnd()
-        if r < 0.55:  # resize a level near the top (the common case)
-            side = self.bids if r < 0.275 else self.asks
-            keys = side.keys
-            side.set(keys[int(len(keys) * rnd() ** 3)], int(self.max_lots ** rnd()))
-        elif r < 0.78:  # insert near the top: improving bids / asks moves the mid up / down
-            side, other = (self.bids, self.asks) if rnd() < up else (self.asks, self.bids)
-            keys = side.keys
-            best = keys[0]
-            room = best + other.keys[0] - 1  # free ticks strictly inside the spread
-            if room > 0 and rnd() < 0.5:  # improve the best, never crossing
-                key = best - 1 - int(rnd() * room)
-            else:  # a new level behind the best, as top-heavy as removals are
-                key = best + 1 + int((keys[-1] - best) * rnd() ** 3)
-            if key in side.levels or (side.sign < 0 and key > -1):
-                key = keys[int(len(keys) * rnd() ** 3)]  # taken (or below 0): resize one
-            side.set(key, int(self.max_lots ** rnd()))
-        else:  # remove near the top: removing asks / bids moves the mid up / down
-            side = self.asks if rnd() < up else self.bids
-            keys = side.keys  # the best level goes 20% of the time; depth is refilled below
-            side.set(keys[0 if rnd() < 0.2 else int(len(keys) * rnd() ** 3)], 0)
+        max_lots = self.max_lots
+        bids, asks = self.bids, self.asks
+        for _ in range(n):
+            r = rnd()
+            if r < 0.55:  # resize a level near the top (the common case)
+                side = bids if r < 0.275 else asks
+                keys = side.keys
+                side.resize(keys[floor(len(keys) * rnd() ** 3)], floor(max_lots ** rnd()))
+            elif r < 0.78:  # insert near the top: improving bids / asks moves the mid up / down
+                side, other = (bids, asks) if rnd() < up else (asks, bids)
+                keys = side.keys
+                best = keys[0]
+                room = best + other.keys[0] - 1  # free ticks strictly inside the spread
+                if room > 0 and rnd() < 0.5:  # improve the best, never crossing
+                    key = best - 1 - floor(rnd() * room)
+                else:  # a new level behind the best, as top-heavy as removals are
+                    key = best + 1 + floor((keys[-1] - best) * rnd() ** 3)
+                if key in side.levels or (side.sign < 0 and key > -1):
+                    key = keys[floor(len(keys) * rnd() ** 3)]  # taken (or below 0): resize one
+                side.set(key, floor(max_lots ** rnd()))
+            else:  # remove near the top: removing asks / bids moves the mid up / down
+                side = asks if rnd() < up else bids
+                keys = side.keys  # the best level goes 20% of the time; depth is refilled below
+                side.remove(keys[0 if rnd() < 0.2 else floor(len(keys) * rnd() ** 3)])
+            depth = len(keys)  # side.keys: the list is updated in place
+            if depth > MAX_DEPTH:
+                side.remove(keys[-1])
+            elif depth < MIN_DEPTH:
+                self._refill(side)
+
+    def _refill(self, side: Side) -> None:
+        """Add a level behind the worst one (a bid hole instead at the one-tick floor)."""
+        rnd = self.rng.random
         keys = side.keys
-        if len(keys) > MAX_DEPTH:
-            side.set(keys[-1], 0)
-        elif len(keys) < MIN_DEPTH:
-            key = keys[-1] + 1 + int(rnd() * 2)
-            if side.sign < 0 and key > -1:  # bids cannot go below one tick: fill a hole
-                key = keys[0] + 1 + int((keys[-1] - keys[0]) * rnd())
-            if key not in side.levels:
-                side.set(key, int(self.max_lots ** rnd()))
+        key = keys[-1] + 1 + floor(rnd() * 2)
+        if side.sign < 0 and key > -1:  # bids cannot go below one tick: fill a hole
+            key = keys[0] + 1 + floor((keys[-1] - keys[0]) * rnd())
+        if key not in side.levels:
+            side.set(key, floor(self.max_lots ** rnd()))
+
+
+# ``_new_tuple(BookEvent, values)`` builds a NamedTuple without its Python-level __new__
+# (about half the cost of ``BookEvent(*values)``); the hot paths build one per message.
+_new_tuple = tuple.__new__
 
 
 class BookEvent(NamedTuple):
@@ -269,6 +334,7 @@ class Market:
         self.spec = spec = spec_for(venue, symbol)
         self.rng = rng = random.Random(zlib.crc32(f"{seed}:{venue}:{symbol}".encode()))
         self.book = Book(spec.mid, spec.max_lots, rng)
+        self.trade_max = spec.max_lots // 10  # largest trade, in lots
         self.px = Fmt(spec.tick, spec.price_decimals, style, out_decimals)
         self.sz = Fmt(spec.lot, spec.size_decimals, style, out_decimals)
         self.update_id = rng.randrange(10**9, 2 * 10**9)
@@ -298,21 +364,18 @@ class Market:
         reset after maintenance); later events chain from the lower value.
         """
         book = self.book
-        if not book.pending():
+        bids, asks = book.bids, book.asks
+        if not (bids.touched or asks.touched):
             self.first_pending = self.update_id + 1
-        n = 1 + int(self.rng.random() * 3)
-        up = book.up_bias()
-        for _ in range(n):
-            book.step(up)
-        self.update_id += n
+        rnd = self.rng.random
+        n = 1 + floor(rnd() * 3)
+        book.step(book.up_bias(), n)
+        self.update_id = last = self.update_id + n
         prev_seq = self.seq
-        if reset:
-            self.seq = max(1, prev_seq // 3)
-        else:
-            self.seq = prev_seq + 2 + int(self.rng.random() * 8)
-        ev = BookEvent(self.first_pending, self.update_id, self.last_u, self.seq, prev_seq,
-                       self.book.bids.flush(), self.book.asks.flush(), time.time_ns() // 1000000)
-        self.last_u = self.update_id
+        self.seq = seq = max(1, prev_seq // 3) if reset else prev_seq + 2 + floor(rnd() * 8)
+        ev = _new_tuple(BookEvent, (self.first_pending, last, self.last_u, seq, prev_seq,
+                                    bids.flush(), asks.flush(), time.time_ns() // 1000000))
+        self.last_u = last
         return ev
 
     def rest_snapshot(self, limit: int) -> tuple[int, list[tuple[int, int]],
@@ -332,15 +395,12 @@ class Market:
     def okx_checksum(self) -> int:
         """OKX's CRC32: top 25 levels, ``bid:ask`` interleaved ``price:size``, signed 32-bit."""
         px, sz = self.px.cache, self.sz.cache
-        bids, asks = self.top(25)
-        parts: list[str] = []
-        for i in range(25):
-            if i < len(bids):
-                t, n = bids[i]
-                parts += (px.get(t) or self.px.render(t), sz.get(n) or self.sz.render(n))
-            if i < len(asks):
-                t, n = asks[i]
-                parts += (px.get(t) or self.px.render(t), sz.get(n) or self.sz.render(n))
+        bids, asks = self.book.bids, self.book.asks
+        bid_text = [f"{px[-k]}:{sz[bids.levels[k]]}" for k in bids.keys[:25]]
+        ask_text = [f"{px[k]}:{sz[asks.levels[k]]}" for k in asks.keys[:25]]
+        n = min(len(bid_text), len(ask_text))
+        parts = [text for pair in zip(bid_text[:n], ask_text[:n], strict=True) for text in pair]
+        parts += bid_text[n:] + ask_text[n:]  # the longer side's remaining levels
         crc = zlib.crc32(":".join(parts).encode())
         return crc - (1 << 32) if crc >= 1 << 31 else crc
 
@@ -358,16 +418,19 @@ class Market:
         return -self.book.bids.keys[0], self.book.asks.keys[0]
 
     def next_trade(self, aggregate: bool = False) -> TradeEvent:
+        """One trade at the touch (aggregate: folding 1-3 trade ids); the taker side is random."""
         rnd = self.rng.random
         buy = rnd() < 0.5
-        bid, ask = self.best()
+        tick = self.book.asks.keys[0] if buy else -self.book.bids.keys[0]
         first = self.trade_id + 1
-        self.trade_id += 1 + (int(rnd() * 3) if aggregate else 0)
-        lots = 1 + int((self.spec.max_lots // 10) ** rnd())
         if aggregate:
+            self.trade_id = last = first + floor(rnd() * 3)
             self.agg_id += 1
-        return TradeEvent(self.agg_id if aggregate else self.trade_id, first, self.trade_id,
-                          ask if buy else bid, lots, buy, time.time_ns() // 1000000)
+        else:
+            self.trade_id = last = first
+        lots = 1 + floor(self.trade_max ** rnd())
+        return _new_tuple(TradeEvent, (self.agg_id if aggregate else last, first, last, tick,
+                                       lots, buy, time.time_ns() // 1000000))
 
     def mark_price(self) -> str:
         bid, ask = self.best()
@@ -396,10 +459,10 @@ class Market:
         return self.vol_e2
 
     def size_text(self, lots: int) -> str:
-        return self.sz.cache.get(lots) or self.sz.render(lots)
+        return self.sz.cache[lots]
 
     def price_text(self, tick: int) -> str:
-        return self.px.cache.get(tick) or self.px.render(tick)
+        return self.px.cache[tick]
 
 
 def rate_text(value: int, decimals: int) -> str:

@@ -50,15 +50,17 @@ def inst_type(inst_id: str) -> str:
 
 
 def _update_levels(m: Market, changes: list[tuple[int, int, bool]]) -> str:
-    px, sz, pr, sr = m.px.cache, m.sz.cache, m.px.render, m.sz.render
-    return ",".join([f'["{px.get(t) or pr(t)}","{sz.get(n) or sr(n)}","0",'
-                     f'"{1 + n % 7 if n else 0}"]' for t, n, _ in changes])
+    """Event changes as ``[price, size, "0", orders]``; a loop, as in binance._levels."""
+    px, sz = m.px.cache, m.sz.cache  # TextCache: a miss renders
+    out = []
+    for t, n, _ in changes:
+        out.append(f'["{px[t]}","{sz[n]}","0","{1 + n % 7 if n else 0}"]')
+    return ",".join(out)
 
 
 def _snapshot_levels(m: Market, levels: list[tuple[int, int]]) -> str:
-    px, sz, pr, sr = m.px.cache, m.sz.cache, m.px.render, m.sz.render
-    return ",".join([f'["{px.get(t) or pr(t)}","{sz.get(n) or sr(n)}","0","{1 + n % 7}"]'
-                     for t, n in levels])
+    px, sz = m.px.cache, m.sz.cache
+    return ",".join([f'["{px[t]}","{sz[n]}","0","{1 + n % 7}"]' for t, n in levels])
 
 
 def oi_row(m: Market) -> dict[str, str]:
@@ -232,7 +234,7 @@ class OkxSession(Session):
         ev = m.next_trade()
         st.session.deliver(st, (
             f'{st.extra},"data":[{{"instId":"{m.symbol}","tradeId":"{ev.trade_id}",'
-            f'"px":"{m.price_text(ev.tick)}","sz":"{m.size_text(ev.lots)}",'
+            f'"px":"{m.px.cache[ev.tick]}","sz":"{m.sz.cache[ev.lots]}",'
             f'"side":"{"buy" if ev.buy else "sell"}","ts":"{ev.ts_ms}","count":"1"}}]}}'
         ).encode(), DATA)
 
