@@ -7,7 +7,7 @@ from collections import deque
 from collections.abc import Iterator
 from functools import partial
 from itertools import chain, repeat
-from operator import length_hint
+from operator import add, length_hint
 from struct import Struct
 from types import TracebackType
 from typing import Literal, NamedTuple
@@ -84,12 +84,14 @@ class Batch:
         return self.data[offset:offset + self.lengths[index]]
 
     def __iter__(self) -> Iterator[Record]:
-        data, offsets, lengths, types = self.data, self.offsets, self.lengths, self.types
-        seq = self.first_seq
-        for i in range(self.count):
-            offset = offsets[i]
-            yield _new_record(Record, (seq + i, types[i], data[offset:offset + lengths[i]],
-                                       self.lost if i == 0 else 0))
+        # C-level map/zip as in RingReader.read: no Python code runs per record
+        n = self.count
+        offsets = self.offsets[:n]
+        payloads = map(self.data.__getitem__,
+                       map(slice, offsets, map(add, offsets, self.lengths[:n])))
+        return map(_new_record, repeat(Record),
+                   zip(range(self.first_seq, self.first_seq + n), self.types[:n], payloads,
+                       chain((self.lost,), repeat(0)), strict=False))
 
     def __repr__(self) -> str:
         return f"Batch(count={self.count}, first_seq={self.first_seq}, lost={self.lost})"
