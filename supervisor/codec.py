@@ -80,8 +80,10 @@ _FIELDS: dict[Kind, tuple[str, ...]] = {
     Kind.GAP: ("t", "t"),
 }
 _NO_VALUE_EXP = -128  # decimal field left empty by the venue ("")
-_DECIMAL_TEXT = re.compile(r"([+-]?)(?P<int>[0-9]*)(?:\.(?P<frac>[0-9]*))?([eE][+-]?[0-9]+)?",
-                           re.ASCII)
+# sign, digits, decimals, exponent sign and exponent digits (leading zeros dropped, as the C
+# kernels skip them: "1e0001" is 10)
+_DECIMAL_TEXT = re.compile(r"([+-]?)(?P<int>[0-9]*)(?:\.(?P<frac>[0-9]*))?"
+                           r"(?:[eE]([+-]?)(?=[0-9])0*([0-9]*))?", re.ASCII)
 _MAX_EXP10 = 4000  # most digits, and largest net exponent, parse_decimal takes
 DECIMAL_CACHE_MAX = 65_536  # decimal texts an Encoder remembers (cleared in place when full)
 
@@ -117,11 +119,11 @@ def parse_decimal(text: str) -> tuple[int, int]:
     match = _DECIMAL_TEXT.fullmatch(text)
     if match is None or not (match["int"] or match["frac"]):
         raise CodecError(f"not a decimal: {text!r}")
-    sign, ip, fp, exp_text = match.groups(default="")
-    exp = -len(fp)
-    if exp_text:
-        exp += int(exp_text[1:])
-    if abs(exp) > _MAX_EXP10 or len(ip) + len(fp) > _MAX_EXP10:
+    sign, ip, fp, exp_sign, exp_digits = match.groups(default="")
+    if len(exp_digits) > 4 or len(ip) + len(fp) > _MAX_EXP10:  # before int(): its digit cap
+        raise CodecError(f"decimal out of range: {text!r}")
+    exp = -len(fp) + (-1 if exp_sign == "-" else 1) * int(exp_digits or "0")
+    if abs(exp) > _MAX_EXP10:
         raise CodecError(f"decimal out of range: {text!r}")
     m = int(ip + fp)
     if exp > 0:
