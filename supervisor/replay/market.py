@@ -125,7 +125,7 @@ class Fmt:
     OKX) or ``"number"`` (shortest float repr, the text of a JSON number, Deribit).
     """
 
-    __slots__ = ("cache", "unit", "scale", "decimals", "style")
+    __slots__ = ("cache", "unit", "decimals", "style")
 
     def __init__(self, unit: int, decimals: int, style: str, out_decimals: int | None = None):
         out = decimals if out_decimals is None else max(out_decimals, decimals)
@@ -365,7 +365,7 @@ class Market:
         """
         book = self.book
         bids, asks = book.bids, book.asks
-        if not (bids.touched or asks.touched):
+        if not book.pending():
             self.first_pending = self.update_id + 1
         rnd = self.rng.random
         n = 1 + floor(rnd() * 3)
