@@ -70,6 +70,7 @@ def child_replay(argv: list[str]) -> int:
     import logging
 
     from supervisor.replay import session as sess
+    from supervisor.replay import timers
     from supervisor.replay.server import ReplayExchange
 
     ap = argparse.ArgumentParser()
@@ -113,7 +114,8 @@ def child_replay(argv: list[str]) -> int:
         await stop.wait()
         await rx.stop()
 
-    asyncio.run(serve())
+    with asyncio.Runner(loop_factory=timers.new_event_loop) as runner:
+        runner.run(serve())
     with open(args.out, "wb") as fh:
         fh.write(jsonlib.dumps({"keys": keys, "marks": marks.tolist()}))
     return 0

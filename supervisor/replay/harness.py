@@ -28,6 +28,7 @@ import urllib.request
 from typing import Any
 
 from supervisor import jsonlib
+from supervisor.replay import timers
 from supervisor.replay.server import ENDPOINTS, ReplayExchange, endpoint_name
 
 LISTEN_RE = re.compile(r"listening on (http://[^\s]+:(\d+))")
@@ -93,7 +94,7 @@ class ReplayThread(_Addresses):
         self._thread = threading.Thread(target=self._main, name="replay-exchange", daemon=True)
 
     def _main(self) -> None:
-        loop = self.loop = asyncio.new_event_loop()
+        loop = self.loop = timers.new_event_loop()
         try:
             self.rx = ReplayExchange(**self.overrides)
             loop.run_until_complete(self.rx.start())

@@ -23,6 +23,7 @@ import sys
 from collections.abc import Sequence
 
 from supervisor import jsonlib
+from supervisor.replay import timers
 from supervisor.replay.faults import KINDS
 from supervisor.replay.harness import control
 from supervisor.replay.server import ReplayExchange
@@ -101,7 +102,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         logging.basicConfig(stream=sys.stdout, level=logging.INFO,
                             format="%(asctime)s %(levelname)s %(message)s")
         try:
-            return asyncio.run(serve(args))
+            with asyncio.Runner(loop_factory=timers.new_event_loop) as runner:
+                return runner.run(serve(args))
         except (OSError, ValueError) as exc:
             print(f"marketprism-replay: {exc}", file=sys.stderr)
             return 1
