@@ -369,6 +369,35 @@ def test_wss_verifies_the_certificate_and_then_carries_frames(backend, cert):
     run(main())
 
 
+
+@needs_picows
+@pytest.mark.parametrize("tls", [False, True], ids=["ws", "wss"])
+def test_a_burst_larger_than_one_read_arrives_whole_in_bounded_reads(tls, cert):
+    """asyncio's 256 KiB reads cost an mmap/munmap each; ours stay at READ_SIZE (64 KiB)."""
+    crt, key = cert
+    server_ctx = client_ctx = None
+    if tls:
+        server_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        server_ctx.load_cert_chain(crt, key)
+        client_ctx = ssl.create_default_context(cafile=str(crt))
+    payloads = [bytes([i % 251]) * 1000 for i in range(600)]  # ~600 KB in one write
+
+    async def main():
+        async with RawServer(ssl_ctx=server_ctx) as srv:
+            frames = Frames()
+            ws, _ = await open_client(srv, "picows", frames, ssl_context=client_ctx)
+            raw = ws.transport.underlying_transport
+            # TLS: the SSL layer's read() is bounded (the socket under it reads into a
+            # buffer it keeps); plain: the socket transport's recv()
+            reader = raw._ssl_protocol if tls else raw
+            assert reader.max_size == ws_mod.READ_SIZE
+            peer = await srv.peer()
+            peer.send(b"".join(frame(2, p) for p in payloads))
+            assert await frames.wait(len(payloads)) == payloads
+            await ws.close()
+    run(main())
+
+
 # ----- the connection loop (Feed) on top of it ---------------------------------------------------
 class EchoFeed:
     """A minimal venue: subscribes on open, counts frames, raises on non-JSON."""

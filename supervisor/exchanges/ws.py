@@ -24,7 +24,9 @@ picows cannot load (``BACKEND`` says which is in use; ``MARKETPRISM_WS=aiohttp``
 - :meth:`WebSocket.close` sends CLOSE and waits up to :data:`CLOSE_TIMEOUT` for the peer's
   answer before dropping the connection (a stalled peer does not hold a reconnect);
 - connecting (TCP, TLS for ``wss://`` with the system's CA store and the host name
-  checked, the HTTP upgrade) is bounded by ``timeout``.
+  checked, the HTTP upgrade) is bounded by ``timeout``;
+- each read from the socket (or the TLS layer) takes at most :data:`READ_SIZE` bytes (see
+  :func:`bound_reads`).
 """
 
 from __future__ import annotations
@@ -58,6 +60,25 @@ CLOSE_TIMEOUT = 2.0  # seconds to wait for the peer's CLOSE after ours
 MAX_MSG_SIZE = 64 * 1024 * 1024
 ABNORMAL_CLOSURE = 1006  # RFC 6455: closed without a close frame
 PROTOCOL_ERROR = 1002
+# Below glibc's 128 KiB mmap threshold: asyncio's default, 256 KiB, made every recv()
+# mmap a fresh buffer, mremap it to the bytes read and munmap it (~18 us per read here).
+READ_SIZE = 64 * 1024
+
+
+def bound_reads(transport: Any) -> None:
+    """Read at most :data:`READ_SIZE` bytes per call on an asyncio stream transport.
+
+    asyncio allocates a ``bytes`` of the transport's ``max_size`` (256 KiB) for every
+    ``recv()`` and for every TLS ``read()``, then shrinks it to what arrived. Above glibc's
+    mmap threshold, that is an mmap, an mremap and an munmap per read, with page faults,
+    on the path of every burst of frames. 64 KiB reads stay in the heap; a socket holding
+    more is drained by the next loop iterations.
+    """
+    # max_size is a class attribute of asyncio's socket transports and of its SSLProtocol
+    # (the TLS layer behind ``_ssl_protocol``); an instance attribute overrides it
+    for obj in (transport, getattr(transport, "_ssl_protocol", None)):
+        if obj is not None and hasattr(obj, "max_size"):
+            obj.max_size = READ_SIZE
 MESSAGE_TOO_BIG = 1009
 USER_AGENT = "marketprism"
 
@@ -113,6 +134,7 @@ if picows is not None:
         def on_ws_connected(self, transport: Any) -> None:
             # before any frame: frames in the upgrade answer's packet may need to reply
             self.ws.transport = transport
+            bound_reads(transport.underlying_transport)
 
         def on_ws_frame(self, transport: Any, frame: Any) -> None:
             mtype = frame.msg_type
