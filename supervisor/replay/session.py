@@ -412,8 +412,9 @@ class Session:
             elif rate > 0 or not schedule:
                 # Tick on a fixed grid, not `tick` after the work: sleeping a full tick after
                 # producing made the period tick + work, and the bursts that much larger.
-                # Always sleep though (asyncio rounds a timer wait up to a whole millisecond):
-                # behind schedule, a pump at SCHED_FIFO must not keep its core to itself.
+                # Always sleep though: behind schedule, a pump at SCHED_FIFO must not keep
+                # its core to itself. (On asyncio's default epoll loop any sleep lasts a
+                # whole millisecond or more; replay.timers' loop keeps the grid.)
                 next_at = max(next_at + tick, loop.time() - tick)
                 await asyncio.sleep(max(MIN_SLEEP, next_at - loop.time()))
             else:
