@@ -17,7 +17,14 @@ APT_RUNTIME := python3 python3-venv python3-dev python3-setuptools python3-wheel
 # real node_exporter, and build and lint the .deb (APT_DEB, below).
 APT_TEST    = systemd-container prometheus prometheus-node-exporter nats-server $(APT_DEB)
 # picows: the collectors' WebSocket client (C framing; supervisor/exchanges/ws.py says why).
-PIP_RUNTIME := orjson nats-py 'picows>=1.9,<2'
+# The versions packaging/build-deb.sh bundles into the .deb (exported to it), so that tests
+# and benchmarks run what the package ships: picows 1.10+ reads through aiofastnet's own
+# transports instead of asyncio's.
+ORJSON      := orjson==3.13.0
+NATS        := nats-py==2.16.0
+PICOWS      := picows==1.9.0
+export ORJSON NATS PICOWS
+PIP_RUNTIME := $(ORJSON) $(NATS) $(PICOWS)
 PIP_TEST    := pytest hypothesis ruff
 PIP_BENCH   := faster-fifo
 # Building and checking the .deb (`make deb`; tests/test_deb.py needs them too): the
