@@ -60,6 +60,8 @@ CLOSE_TIMEOUT = 2.0  # seconds to wait for the peer's CLOSE after ours
 MAX_MSG_SIZE = 64 * 1024 * 1024
 ABNORMAL_CLOSURE = 1006  # RFC 6455: closed without a close frame
 PROTOCOL_ERROR = 1002
+MESSAGE_TOO_BIG = 1009
+USER_AGENT = "marketprism"
 # Below glibc's 128 KiB mmap threshold: asyncio's default, 256 KiB, made every recv()
 # mmap a fresh buffer, mremap it to the bytes read and munmap it (~18 us per read here).
 READ_SIZE = 64 * 1024
@@ -79,8 +81,6 @@ def bound_reads(transport: Any) -> None:
     for obj in (transport, getattr(transport, "_ssl_protocol", None)):
         if obj is not None and hasattr(obj, "max_size"):
             obj.max_size = READ_SIZE
-MESSAGE_TOO_BIG = 1009
-USER_AGENT = "marketprism"
 
 
 class WebSocket:
