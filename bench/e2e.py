@@ -114,8 +114,7 @@ def child_replay(argv: list[str]) -> int:
         await stop.wait()
         await rx.stop()
 
-    with asyncio.Runner(loop_factory=timers.new_event_loop) as runner:
-        runner.run(serve())
+    timers.run(serve())
     with open(args.out, "wb") as fh:
         fh.write(jsonlib.dumps({"keys": keys, "marks": marks.tolist()}))
     return 0

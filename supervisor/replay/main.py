@@ -102,8 +102,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         logging.basicConfig(stream=sys.stdout, level=logging.INFO,
                             format="%(asctime)s %(levelname)s %(message)s")
         try:
-            with asyncio.Runner(loop_factory=timers.new_event_loop) as runner:
-                return runner.run(serve(args))
+            return timers.run(serve(args))
         except (OSError, ValueError) as exc:
             print(f"marketprism-replay: {exc}", file=sys.stderr)
             return 1

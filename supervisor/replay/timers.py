@@ -16,6 +16,10 @@ from __future__ import annotations
 import asyncio
 import select
 import selectors
+from collections.abc import Coroutine
+from typing import Any, TypeVar
+
+T = TypeVar("T")
 
 _FD_SETSIZE = 1024  # select() takes descriptors below this only
 
@@ -37,3 +41,9 @@ class FineTimeoutSelector(selectors.EpollSelector):
 def new_event_loop() -> asyncio.AbstractEventLoop:
     """A selector event loop over :class:`FineTimeoutSelector`."""
     return asyncio.SelectorEventLoop(FineTimeoutSelector())
+
+
+def run(main: Coroutine[Any, Any, T]) -> T:
+    """:func:`asyncio.run` on a loop from :func:`new_event_loop`."""
+    with asyncio.Runner(loop_factory=new_event_loop) as runner:
+        return runner.run(main)
